@@ -1,0 +1,220 @@
+import Controller
+import DeploymentStore
+import Foundation
+import Hummingbird
+import InferenceCore
+import Replicas
+
+/// The contract's control-plane API under `/api/v2/external`, plus key administration.
+public struct ControlPlaneRoutes: Sendable {
+    let store: DeploymentStore
+    let controller: Controller
+    let authenticator: Authenticator
+    let sealer: SecretSealer
+    let profiles: [HardwareProfile]
+
+    public init(
+        store: DeploymentStore, controller: Controller, authenticator: Authenticator, sealer: SecretSealer,
+        profiles: [HardwareProfile]
+    ) {
+        self.store = store
+        self.controller = controller
+        self.authenticator = authenticator
+        self.sealer = sealer
+        self.profiles = profiles
+    }
+
+    public func add(to router: Router<LyceumRequestContext>) {
+        let api = router.group("api/v2/external")
+            .add(middleware: DetailErrorMiddleware())
+            .add(middleware: DetailAuthMiddleware(authenticator: authenticator))
+        api.post("inference/create") { request, context in try await create(request, context) }
+        api.get("inference/get") { request, context in try await get(request, context) }
+        api.get("inference/list") { request, context in try await list(request, context) }
+        api.delete("inference/stop") { request, context in try await stop(request, context) }
+        api.get("inference/models") { _, _ in try await catalogue() }
+        api.get("inference/replica/:replica_id/logs") { _, context in try await replicaLogs(context) }
+        api.get("inference/events") { request, context in try await events(request, context) }
+        api.get("pricing") { _, _ in pricing() }
+        api.post("admin/keys") { request, context in try await createKey(request, context) }
+    }
+
+    // MARK: Deployments
+
+    func create(_ request: Request, _ context: LyceumRequestContext) async throws -> Response {
+        let caller = try context.requireCaller()
+        let body = try await request.body.collect(upTo: context.maxUploadSize)
+        let spec = try DeploymentSpec.validate(body: Data(buffer: body), knownProfiles: profiles.map(\.name))
+        let sealed = try spec.hfToken.map { try sealer.seal($0) }
+        let record = DeploymentRecord(
+            id: UUID().uuidString.lowercased(), orgId: caller.orgId, spec: spec, hfTokenSealed: sealed, now: Date())
+        try await store.insert(
+            record,
+            event: "created: \(spec.hfModelId) on \(spec.hardwareProfile), \(spec.minReplicas) to \(spec.maxReplicas) replicas")
+        controller.poke()
+        return DetailErrorMiddleware.respond(.ok, CreateDeploymentResponse(deploymentId: record.id, status: .created))
+    }
+
+    func get(_ request: Request, _ context: LyceumRequestContext) async throws -> Response {
+        let caller = try context.requireCaller()
+        let id = try request.uri.queryParameters.required("deployment_id")
+        let includeTerminated = try request.uri.queryParameters.flag("include_terminated")
+        let deployment = try await ownedDeployment(id, caller: caller, includeTerminated: includeTerminated)
+        let replicas = try await store.replicas(deploymentId: deployment.id)
+        return DetailErrorMiddleware.respond(.ok, info(deployment, replicas, includeTerminated: includeTerminated))
+    }
+
+    func list(_ request: Request, _ context: LyceumRequestContext) async throws -> Response {
+        let caller = try context.requireCaller()
+        let includeTerminated = try request.uri.queryParameters.flag("include_terminated")
+        let deployments = try await store.deployments(orgId: caller.orgId, includeTerminated: includeTerminated)
+        let replicas = try await store.replicas(deploymentIds: deployments.map(\.id))
+        let infos = deployments.map { info($0, replicas[$0.id] ?? [], includeTerminated: includeTerminated) }
+        return DetailErrorMiddleware.respond(.ok, DeploymentList(deployments: infos))
+    }
+
+    func stop(_ request: Request, _ context: LyceumRequestContext) async throws -> Response {
+        let caller = try context.requireCaller()
+        let body = try await request.body.collect(upTo: context.maxUploadSize)
+        let json: JSONValue
+        do {
+            json = try JSONDecoder().decode(JSONValue.self, from: Data(buffer: body))
+        } catch {
+            throw ValidationFailure([ValidationIssue(loc: ["body"], msg: "JSON decode error: the body is not valid JSON", type: "json_invalid")])
+        }
+        guard let value = json["deployment_id"], value != .null else {
+            throw ValidationFailure([ValidationIssue(field: "deployment_id", msg: "Field required", type: "missing")])
+        }
+        guard let id = value.stringValue else {
+            throw ValidationFailure([ValidationIssue(field: "deployment_id", msg: "Input should be a valid string", type: "string_type")])
+        }
+        let deployment = try await ownedDeployment(id, caller: caller, includeTerminated: true)
+        if deployment.status != .stopped {
+            try await controller.stopDeployment(id: deployment.id)
+        }
+        return DetailErrorMiddleware.respond(.ok, StopResponse(deploymentId: deployment.id, status: .stopped))
+    }
+
+    /// The caller's deployment, or 404: unknown, another organisation's, and (unless asked) stopped look the same.
+    func ownedDeployment(_ id: String, caller: Caller, includeTerminated: Bool) async throws -> DeploymentRecord {
+        guard let d = try await store.deployment(id: id.lowercased()), d.orgId == caller.orgId else {
+            throw ControlPlaneError.notFound(id)
+        }
+        if d.status.isTerminated && !includeTerminated {
+            throw ControlPlaneError(.notFound, "Deployment \(id) not found among active deployments (it is stopped; pass include_terminated=true to see it)")
+        }
+        return d
+    }
+
+    func info(_ d: DeploymentRecord, _ replicas: [ReplicaRecord], includeTerminated: Bool) -> DeploymentInfo {
+        let shown = includeTerminated || d.status.isTerminated ? replicas : replicas.filter { $0.status != .stopped }
+        return DeploymentInfo(
+            deploymentId: d.id, hfModelId: d.hfModelId, hardwareProfile: d.hardwareProfile, status: d.status,
+            currentReplicas: replicas.filter { $0.status == .running && $0.healthy }.count,
+            desiredReplicas: d.desiredReplicas, minReplicas: d.minReplicas, maxReplicas: d.maxReplicas,
+            targetRps: d.targetRps, targetLatencyP95Ms: d.targetLatencyP95Ms, stabilisationWindow: d.stabilisationWindow,
+            createdAt: WireJSON.timestamp(d.createdAt),
+            replicas: shown.map {
+                ReplicaInfo(
+                    replicaId: $0.id, status: $0.status, healthy: $0.healthy,
+                    lastHealthCheck: $0.lastHealthCheck.map(WireJSON.timestamp), failReason: $0.failReason,
+                    restartCount: $0.restartCount, createdAt: WireJSON.timestamp($0.createdAt))
+            })
+    }
+
+    // MARK: Catalogue, logs, events, pricing
+
+    func catalogue() async throws -> Response {
+        var models: [CatalogueModel] = []
+        for profile in profiles {
+            let available: Bool? = profile.gpuCount == 0 ? nil : await controller.freeDeviceCount(profile: profile) >= profile.gpuCount
+            for model in profile.catalogue {
+                models.append(
+                    CatalogueModel(
+                        servingName: model.split(separator: "/").last.map { $0.lowercased() } ?? model, hfModelId: model,
+                        hardwareProfile: profile.name, gpuType: profile.gpuType, gpuCount: profile.gpuCount,
+                        pricePerHour: profile.pricePerHour, isGpuAvailable: available, readyTimeoutS: profile.readyTimeoutS))
+            }
+        }
+        return DetailErrorMiddleware.respond(.ok, CatalogueResponse(models: models))
+    }
+
+    func replicaLogs(_ context: LyceumRequestContext) async throws -> Response {
+        let caller = try context.requireCaller()
+        let replicaId = try context.parameters.require("replica_id").lowercased()
+        guard let replica = try await store.replica(id: replicaId),
+            let deployment = try await store.deployment(id: replica.deploymentId), deployment.orgId == caller.orgId
+        else {
+            throw ControlPlaneError(.notFound, "Replica \(replicaId) not found")
+        }
+        var text = logTail(path: controller.configuration.logPath(replicaId: replicaId), maxLines: 200)
+        if let sealed = deployment.hfTokenSealed, let token = try? sealer.open(sealed), !token.isEmpty {
+            text = text.replacingOccurrences(of: token, with: "[hf_token redacted]")
+        }
+        return DetailErrorMiddleware.respond(.ok, ReplicaLogsResponse(errorLogs: text))
+    }
+
+    func events(_ request: Request, _ context: LyceumRequestContext) async throws -> Response {
+        let caller = try context.requireCaller()
+        let id = try request.uri.queryParameters.required("deployment_id")
+        let deployment = try await ownedDeployment(id, caller: caller, includeTerminated: true)
+        let events = try await store.events(deploymentId: deployment.id)
+        return DetailErrorMiddleware.respond(
+            .ok,
+            EventList(
+                deploymentId: deployment.id,
+                events: events.map { EventInfo(at: WireJSON.timestamp($0.at), kind: $0.kind, message: $0.message) }))
+    }
+
+    func pricing() -> Response {
+        DetailErrorMiddleware.respond(
+            .ok,
+            PricingResponse(prices: profiles.map {
+                PriceEntry(hardwareProfile: $0.name, gpuType: $0.gpuType, gpuCount: $0.gpuCount, pricePerHour: $0.pricePerHour)
+            }))
+    }
+
+    // MARK: Keys
+
+    func createKey(_ request: Request, _ context: LyceumRequestContext) async throws -> Response {
+        let caller = try context.requireCaller()
+        guard caller.isAdmin else { throw ControlPlaneError(.forbidden, "Only an admin key can create keys") }
+        let body = try await request.body.collect(upTo: context.maxUploadSize)
+        guard let json = try? JSONDecoder().decode(JSONValue.self, from: Data(buffer: body)) else {
+            throw ValidationFailure([ValidationIssue(loc: ["body"], msg: "JSON decode error: the body is not valid JSON", type: "json_invalid")])
+        }
+        guard let org = json["org"]?.stringValue?.trimmingCharacters(in: .whitespaces), !org.isEmpty, org.count <= 100 else {
+            throw ValidationFailure([ValidationIssue(field: "org", msg: "Field required: an organisation name of 1 to 100 characters", type: "missing")])
+        }
+        let key = try await authenticator.createKey(org: org, isAdmin: false)
+        return DetailErrorMiddleware.respond(.ok, CreateKeyResponse(apiKey: key, org: org))
+    }
+}
+
+extension LyceumRequestContext {
+    func requireCaller() throws -> Caller {
+        guard let caller else { throw ControlPlaneError.unauthorized }
+        return caller
+    }
+}
+
+extension Parameters {
+    /// A required query parameter, or a 422 naming it.
+    func required(_ name: String) throws -> String {
+        guard let value = self.get(name), !value.isEmpty else {
+            throw ValidationFailure([ValidationIssue(loc: ["query", name], msg: "Field required", type: "missing")])
+        }
+        return value
+    }
+
+    /// A boolean query parameter (absent means false), or a 422 for anything but true/false/1/0.
+    func flag(_ name: String) throws -> Bool {
+        guard let value = self.get(name) else { return false }
+        switch value.lowercased() {
+        case "true", "1", "yes", "on": return true
+        case "false", "0", "no", "off", "": return false
+        default:
+            throw ValidationFailure([ValidationIssue(loc: ["query", name], msg: "Input should be a valid boolean", type: "bool_parsing")])
+        }
+    }
+}

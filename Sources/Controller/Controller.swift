@@ -1,0 +1,500 @@
+import DeploymentStore
+import Foundation
+import InferenceCore
+import Logging
+import Replicas
+import ServiceLifecycle
+
+/// Keeps every active deployment's replicas in the state the store asks for.
+///
+/// One actor owns the runtime facts a database row cannot hold (which replica has which process, which
+/// devices are taken); the store holds everything a restart needs. It is a `Service`: its loops (reconcile,
+/// health, process supervision) are child tasks of `run()`, so graceful shutdown reaches all of them.
+public actor Controller: Service {
+    /// A replica process this server is responsible for.
+    struct Runtime {
+        var deploymentId: String
+        var pid: Int32?
+        var port: Int
+        var devices: [String]
+        var healthPath: String
+        var servedModelName: String
+        var startedAt: Date
+        /// Re-adopted after a server restart: not our child, so liveness is polled instead of awaited.
+        var adopted: Bool
+        /// Set when we asked it to stop; its exit is then expected, not a crash.
+        var stopping = false
+        /// Why the controller killed it (ready timeout, hung), reported as the failure reason.
+        var killReason: String?
+        var healthy = false
+        var unhealthySince: Date?
+    }
+
+    struct LaunchJob: Sendable {
+        var replicaId: String
+        var command: EngineCommand
+        var logPath: String
+    }
+
+    let store: DeploymentStore
+    let provider: any ReplicaProvider
+    let launcher: EngineLauncher
+    let probe: any HealthProbing
+    let sealer: SecretSealer
+    public nonisolated let configuration: ControllerConfiguration
+    let logger: Logger
+
+    var runtimes: [String: Runtime] = [:]
+    var devicesInUse: Set<String> = []
+    var restartNotBefore: [String: Date] = [:]
+    /// Deployments being stopped: nothing new is launched for them, even by a reconcile pass already under way.
+    var stoppingDeployments: Set<String> = []
+    var shuttingDown = false
+
+    nonisolated let jobs: AsyncStream<LaunchJob>
+    nonisolated let jobsContinuation: AsyncStream<LaunchJob>.Continuation
+    nonisolated let pokes: AsyncStream<Void>
+    nonisolated let pokesContinuation: AsyncStream<Void>.Continuation
+
+    public init(
+        store: DeploymentStore, provider: any ReplicaProvider, launcher: EngineLauncher, probe: any HealthProbing,
+        sealer: SecretSealer, configuration: ControllerConfiguration, logger: Logger
+    ) {
+        self.store = store
+        self.provider = provider
+        self.launcher = launcher
+        self.probe = probe
+        self.sealer = sealer
+        self.configuration = configuration
+        self.logger = logger
+        (jobs, jobsContinuation) = AsyncStream.makeStream(of: LaunchJob.self)
+        (pokes, pokesContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    }
+
+    /// Asks for a reconcile pass now rather than at the next tick (after a create, a crash, a stop).
+    public nonisolated func poke() { pokesContinuation.yield() }
+
+    public func run() async throws {
+        try FileManager.default.createDirectory(
+            atPath: "\(configuration.dataDir)/replicas", withIntermediateDirectories: true)
+        await recover()
+        let jobs = self.jobs
+        await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { group in
+                group.addTask { await self.reconcileLoop() }
+                group.addTask { await self.healthLoop() }
+                group.addTask { await self.tickLoop() }
+                for await job in jobs {
+                    group.addTask { await self.supervise(job) }
+                }
+                // The job stream ends on graceful shutdown: stop every replica, then end the loops.
+                await self.shutdownAll()
+                group.cancelAll()
+            }
+        } onGracefulShutdown: {
+            self.jobsContinuation.finish()
+        }
+    }
+
+    // MARK: Loops
+
+    private func tickLoop() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: configuration.reconcileInterval)
+            poke()
+        }
+    }
+
+    private func reconcileLoop() async {
+        for await _ in pokes {
+            if Task.isCancelled || shuttingDown { return }
+            do {
+                try await reconcile()
+            } catch {
+                logger.error("reconcile failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    private func healthLoop() async {
+        while !Task.isCancelled {
+            await checkHealth()
+            try? await Task.sleep(for: configuration.healthInterval)
+        }
+    }
+
+    // MARK: Reconcile
+
+    /// One pass: every active deployment gets its desired number of live replicas, each launched when it can be.
+    func reconcile() async throws {
+        for deployment in try await store.unstoppedDeployments() where deployment.status.isActive || deployment.status == .failed {
+            try await reconcile(deployment)
+        }
+    }
+
+    private func reconcile(_ deployment: DeploymentRecord) async throws {
+        guard !stoppingDeployments.contains(deployment.id), !shuttingDown else { return }
+        guard let profile = configuration.profile(named: deployment.hardwareProfile) else {
+            logger.warning("deployment names an unknown profile", metadata: ["deployment.id": "\(deployment.id)"])
+            return
+        }
+        var replicas = try await store.replicas(deploymentId: deployment.id)
+        if deployment.status != .failed {
+            let live = replicas.filter { $0.status.isLive }
+            if live.count < deployment.desiredReplicas {
+                for _ in live.count..<deployment.desiredReplicas {
+                    let replica = ReplicaRecord(
+                        id: UUID().uuidString.lowercased(), deploymentId: deployment.id, now: Date())
+                    try await store.insert(replica)
+                    replicas.append(replica)
+                }
+            } else if live.count > deployment.desiredReplicas {
+                let extra = live.sorted { rank($0) < rank($1) }.prefix(live.count - deployment.desiredReplicas)
+                for replica in extra {
+                    await stopReplica(replica.id, reason: "scaled down")
+                }
+                replicas = try await store.replicas(deploymentId: deployment.id)
+            }
+        }
+        for replica in replicas where replica.status.isLive && runtimes[replica.id] == nil {
+            if replica.status == .restarting, let notBefore = restartNotBefore[replica.id], notBefore > Date() {
+                continue
+            }
+            try await launch(replica, of: deployment, profile: profile)
+        }
+        try await refreshStatus(deploymentId: deployment.id)
+    }
+
+    /// Which replicas go first on scale-down: ones not yet serving, then the newest.
+    private func rank(_ r: ReplicaRecord) -> (Int, TimeInterval) {
+        (r.status == .running && r.healthy ? 1 : 0, -r.createdAt.timeIntervalSince1970)
+    }
+
+    private func launch(_ replica: ReplicaRecord, of deployment: DeploymentRecord, profile: HardwareProfile) async throws {
+        // Devices: never one device to two replicas.
+        var devices: [String] = []
+        if profile.gpuCount > 0 {
+            let free = profile.devices.filter { !devicesInUse.contains($0) }
+            guard free.count >= profile.gpuCount else {
+                let reason = profile.devices.isEmpty
+                    ? "waiting for devices: hardware profile \(profile.name) has no \(profile.gpuType) devices on this server"
+                    : "waiting for devices: \(profile.devices.count - free.count) of \(profile.devices.count) \(profile.name) devices are in use; needs \(profile.gpuCount)"
+                if replica.failReason != reason || replica.status != .pending {
+                    try await store.updateReplica(id: replica.id) { $0.failReason = reason; $0.status = .pending }
+                    try await store.addEvent(deploymentId: deployment.id, kind: "waiting_for_devices", message: "replica \(replica.id): \(reason)")
+                }
+                return
+            }
+            devices = Array(free.prefix(profile.gpuCount))
+        }
+        let token: String? = try deployment.hfTokenSealed.map { try sealer.open($0) }
+        let port = try freeLoopbackPort()
+        let command: EngineCommand
+        do {
+            command = try launcher.command(
+                for: ReplicaLaunch(
+                    replicaId: replica.id, deploymentId: deployment.id, hfModelId: deployment.hfModelId,
+                    hfToken: token, profile: profile, port: port, devices: devices))
+        } catch {
+            try await store.updateReplica(id: replica.id) {
+                $0.status = .failed
+                $0.failReason = error.description
+                $0.stoppedAt = Date()
+            }
+            try await store.addEvent(deploymentId: deployment.id, kind: "replica_failed", message: "replica \(replica.id) cannot start: \(error.description)")
+            return
+        }
+        // Re-check after the awaits above: a stop or shutdown may have begun meanwhile.
+        guard !stoppingDeployments.contains(deployment.id), !shuttingDown, runtimes[replica.id] == nil else { return }
+        devicesInUse.formUnion(devices)
+        let now = Date()
+        runtimes[replica.id] = Runtime(
+            deploymentId: deployment.id, pid: nil, port: port, devices: devices, healthPath: command.healthPath,
+            servedModelName: command.servedModelName, startedAt: now, adopted: false)
+        let deviceList = devices.joined(separator: ",")
+        try await store.updateReplica(id: replica.id) {
+            $0.status = .initingDockerContainer
+            $0.port = port
+            $0.pid = nil
+            $0.devices = deviceList
+            $0.startedAt = now
+            $0.stoppedAt = nil
+            $0.healthy = false
+            $0.failReason = nil
+        }
+        try await store.addEvent(
+            deploymentId: deployment.id, kind: "replica_starting",
+            message: "replica \(replica.id) starting on port \(port)" + (devices.isEmpty ? "" : " with devices \(devices.joined(separator: ","))"))
+        logger.info("starting replica", metadata: ["replica.id": "\(replica.id)", "deployment.id": "\(deployment.id)", "replica.port": "\(port)"])
+        jobsContinuation.yield(LaunchJob(replicaId: replica.id, command: command, logPath: configuration.logPath(replicaId: replica.id)))
+    }
+
+    // MARK: Process supervision
+
+    private func supervise(_ job: LaunchJob) async {
+        let exit: ProcessExit
+        do {
+            exit = try await provider.run(job.command, logPath: job.logPath) { pid in
+                await self.processStarted(job.replicaId, pid: pid)
+            }
+        } catch {
+            await processEnded(job.replicaId, description: "could not be started: \(error)")
+            return
+        }
+        await processEnded(job.replicaId, description: exit.description)
+    }
+
+    private func processStarted(_ replicaId: String, pid: Int32) async {
+        guard runtimes[replicaId] != nil else { return }
+        runtimes[replicaId]?.pid = pid
+        try? await store.updateReplica(id: replicaId) { $0.pid = pid }
+        if runtimes[replicaId]?.stopping == true {
+            await provider.terminate(pid: pid, grace: configuration.stopGrace)
+        }
+    }
+
+    /// A replica's process is gone. Expected after a stop; otherwise a crash: restart with backoff, or fail.
+    func processEnded(_ replicaId: String, description: String) async {
+        guard let runtime = runtimes.removeValue(forKey: replicaId) else { return }
+        devicesInUse.subtract(runtime.devices)
+        if runtime.stopping { return }
+        let tail = logTail(path: configuration.logPath(replicaId: replicaId), maxLines: 8)
+        let reason = (runtime.killReason ?? "engine \(description)") + (tail.isEmpty ? "" : ": \(tail)")
+        guard let updated = try? await store.updateReplica(id: replicaId, { r in
+            r.consecutiveFailures += 1
+            r.restartCount += 1
+            r.healthy = false
+            r.failReason = reason
+            r.pid = nil
+        }) else { return }
+        let failed = updated.consecutiveFailures >= configuration.maxConsecutiveFailures
+        if failed {
+            try? await store.updateReplica(id: replicaId) { $0.status = .failed; $0.stoppedAt = Date() }
+            try? await store.addEvent(
+                deploymentId: runtime.deploymentId, kind: "replica_failed",
+                message: "replica \(replicaId) failed after \(updated.consecutiveFailures) crashes in a row: \(reason)")
+        } else {
+            let seconds = min(
+                configuration.restartBackoff.seconds * pow(2, Double(updated.consecutiveFailures - 1)),
+                configuration.maxRestartBackoff.seconds)
+            restartNotBefore[replicaId] = Date().addingTimeInterval(seconds)
+            try? await store.updateReplica(id: replicaId) { $0.status = .restarting }
+            try? await store.addEvent(
+                deploymentId: runtime.deploymentId, kind: "replica_crashed",
+                message: "replica \(replicaId) \(description); restarting in \(String(format: "%.1f", seconds)) s")
+        }
+        logger.warning("replica process ended", metadata: ["replica.id": "\(replicaId)", "reason": "\(description)"])
+        try? await refreshStatus(deploymentId: runtime.deploymentId)
+        poke()
+    }
+
+    // MARK: Health
+
+    func checkHealth() async {
+        let snapshot = runtimes.filter { $0.value.pid != nil && !$0.value.stopping }
+        let results = await withTaskGroup(of: (String, Bool).self) { group in
+            for (id, runtime) in snapshot {
+                group.addTask { [probe, configuration] in
+                    (id, await probe.isHealthy(port: runtime.port, path: runtime.healthPath, timeout: configuration.healthTimeout))
+                }
+            }
+            var out: [String: Bool] = [:]
+            for await (id, ok) in group { out[id] = ok }
+            return out
+        }
+        let now = Date()
+        var touched: Set<String> = []
+        for (id, healthy) in results {
+            guard var runtime = runtimes[id], !runtime.stopping, let pid = runtime.pid else { continue }
+            let alive = provider.isAlive(pid: pid, replicaId: id)
+            if runtime.adopted && !alive {
+                await processEnded(id, description: "is gone")
+                continue
+            }
+            let becameHealthy = healthy && !runtime.healthy
+            runtime.healthy = healthy
+            runtime.unhealthySince = healthy ? nil : (runtime.unhealthySince ?? now)
+            runtimes[id] = runtime
+            guard let record = try? await store.updateReplica(id: id, { r in
+                r.healthy = healthy
+                r.lastHealthCheck = now
+                if alive { r.lastSeenAlive = now }
+                if healthy {
+                    r.status = .running
+                    r.consecutiveFailures = 0
+                    r.failReason = nil
+                }
+            }) else { continue }
+            if becameHealthy {
+                touched.insert(runtime.deploymentId)
+                try? await store.addEvent(
+                    deploymentId: runtime.deploymentId, kind: "replica_healthy",
+                    message: "replica \(id) is healthy after \(String(format: "%.1f", now.timeIntervalSince(runtime.startedAt))) s")
+            } else if !healthy {
+                touched.insert(runtime.deploymentId)
+                await killIfStuck(id, record: record, now: now)
+            }
+        }
+        for deploymentId in touched {
+            try? await refreshStatus(deploymentId: deploymentId)
+        }
+    }
+
+    /// Kills a replica that never became ready in time, or that stopped answering; its exit counts as a crash.
+    private func killIfStuck(_ id: String, record: ReplicaRecord, now: Date) async {
+        guard let runtime = runtimes[id], let pid = runtime.pid, runtime.killReason == nil else { return }
+        let readyTimeout = Double(configuration.profile(named: (try? await store.deployment(id: runtime.deploymentId))?.hardwareProfile ?? "")?.readyTimeoutS ?? 600)
+        var reason: String?
+        if record.status != .running, now.timeIntervalSince(runtime.startedAt) > readyTimeout {
+            reason = "not healthy within the ready timeout of \(Int(readyTimeout)) s"
+        } else if record.status == .running, let since = runtime.unhealthySince,
+            now.timeIntervalSince(since) > configuration.unhealthyRestartAfter.seconds
+        {
+            reason = "stopped answering health checks for \(Int(now.timeIntervalSince(since))) s"
+        }
+        guard let reason, runtimes[id] != nil else { return }
+        runtimes[id]?.killReason = reason
+        try? await store.addEvent(deploymentId: runtime.deploymentId, kind: "replica_killed", message: "replica \(id) \(reason); killing it")
+        await provider.terminate(pid: pid, grace: .seconds(2))
+        if runtime.adopted { await processEnded(id, description: "was killed") }
+    }
+
+    /// Recomputes a deployment's status from its replicas, recording an event when it changes.
+    func refreshStatus(deploymentId: String) async throws {
+        guard let deployment = try await store.deployment(id: deploymentId), deployment.status.isActive || deployment.status == .failed else { return }
+        let replicas = try await store.replicas(deploymentId: deploymentId).filter { $0.status.isLive || $0.status == .failed }
+        let healthy = replicas.filter { $0.healthy && $0.status == .running }.count
+        let next = aggregateStatus(current: deployment.status == .failed ? .provisioning : deployment.status, replicas: replicas.map(\.status), healthy: healthy)
+        guard next != deployment.status else { return }
+        try await store.updateDeployment(id: deploymentId) { $0.status = next }
+        let message: String
+        switch next {
+        case .running: message = "running: \(healthy) healthy replica\(healthy == 1 ? "" : "s")"
+        case .failed: message = "failed: every replica failed; see the replicas' fail_reason and logs"
+        default: message = next.rawValue
+        }
+        try await store.addEvent(deploymentId: deploymentId, kind: next.rawValue, message: message)
+    }
+
+    // MARK: Stop
+
+    /// Stops every replica of a deployment and marks it `stopped`; returns once their processes are gone.
+    public func stopDeployment(id: String) async throws {
+        stoppingDeployments.insert(id)
+        defer { stoppingDeployments.remove(id) }
+        try await store.updateDeployment(id: id) {
+            $0.status = .stopped
+            $0.stoppedAt = Date()
+            $0.desiredReplicas = 0
+        }
+        try await store.addEvent(deploymentId: id, kind: "stopped", message: "stopped by request")
+        let replicas = try await store.replicas(deploymentId: id).filter { $0.status.isLive }
+        await withTaskGroup(of: Void.self) { group in
+            for replica in replicas {
+                group.addTask { await self.stopReplica(replica.id, reason: nil) }
+            }
+        }
+    }
+
+    /// Stops one replica's process (if any) and marks it `stopped`.
+    func stopReplica(_ id: String, reason: String?) async {
+        if runtimes[id] != nil {
+            runtimes[id]?.stopping = true
+            if let pid = runtimes[id]?.pid {
+                await provider.terminate(pid: pid, grace: configuration.stopGrace)
+            }
+            // Our own child's exit is reported by its supervisor, which drops the runtime; wait for that (bounded).
+            let deadline = Date().addingTimeInterval(configuration.stopGrace.seconds + 5)
+            while let runtime = runtimes[id], !runtime.adopted, Date() < deadline {
+                try? await Task.sleep(for: .milliseconds(10))
+            }
+            if let runtime = runtimes.removeValue(forKey: id) { devicesInUse.subtract(runtime.devices) }
+        }
+        restartNotBefore[id] = nil
+        let now = Date()
+        if let record = try? await store.updateReplica(id: id, { r in
+            r.status = .stopped
+            r.healthy = false
+            r.pid = nil
+            r.stoppedAt = now
+            if let reason { r.failReason = reason }
+        }), let reason {
+            try? await store.addEvent(deploymentId: record.deploymentId, kind: "replica_stopped", message: "replica \(id) stopped: \(reason)")
+        }
+    }
+
+    /// Graceful server shutdown: stop every replica we run, so no engine outlives the server.
+    private func shutdownAll() async {
+        shuttingDown = true
+        let ids = Array(runtimes.keys)
+        logger.info("stopping replicas before shutdown", metadata: ["replicas": "\(ids.count)"])
+        await withTaskGroup(of: Void.self) { group in
+            for id in ids {
+                group.addTask { await self.stopReplica(id, reason: "the server shut down") }
+            }
+        }
+    }
+
+    // MARK: Recovery
+
+    /// After a restart (clean or not): re-adopt replica processes that are still alive, reap the rest.
+    func recover() async {
+        guard let replicas = try? await store.liveReplicas() else { return }
+        for replica in replicas {
+            guard let deployment = try? await store.deployment(id: replica.deploymentId) else { continue }
+            let profile = configuration.profile(named: deployment.hardwareProfile)
+            if let pid = replica.pid, let port = replica.port, deployment.status.isActive,
+                provider.isAlive(pid: pid, replicaId: replica.id), let profile
+            {
+                let devices = replica.deviceList
+                devicesInUse.formUnion(devices)
+                runtimes[replica.id] = Runtime(
+                    deploymentId: deployment.id, pid: pid, port: port, devices: devices, healthPath: "/health",
+                    servedModelName: deployment.id, startedAt: replica.startedAt ?? Date(), adopted: true,
+                    healthy: replica.healthy)
+                _ = profile
+                try? await store.addEvent(deploymentId: deployment.id, kind: "replica_adopted", message: "replica \(replica.id) (pid \(pid)) re-adopted after a server restart")
+                logger.info("re-adopted replica", metadata: ["replica.id": "\(replica.id)", "replica.pid": "\(pid)"])
+            } else {
+                if let pid = replica.pid, provider.isAlive(pid: pid, replicaId: replica.id) {
+                    await provider.terminate(pid: pid, grace: configuration.stopGrace)
+                }
+                let wasRunning = replica.pid != nil
+                try? await store.updateReplica(id: replica.id) { r in
+                    r.status = .stopped
+                    r.healthy = false
+                    r.pid = nil
+                    r.stoppedAt = r.lastSeenAlive ?? Date()
+                    r.failReason = wasRunning ? "its process was gone after a server restart; replaced" : "replaced after a server restart"
+                }
+                try? await store.addEvent(deploymentId: deployment.id, kind: "replica_reaped", message: "replica \(replica.id) was not alive after a server restart; replacing it")
+            }
+        }
+    }
+
+    // MARK: Queries for the gateway and the API
+
+    /// A ready replica's address, as the gateway needs it.
+    public struct Endpoint: Sendable, Equatable {
+        public var replicaId: String
+        public var port: Int
+        public var servedModelName: String
+    }
+
+    /// Healthy replicas of a deployment that may receive requests.
+    public func readyEndpoints(deploymentId: String) -> [Endpoint] {
+        runtimes.compactMap { id, r in
+            r.deploymentId == deploymentId && r.healthy && !r.stopping && r.killReason == nil && r.pid != nil
+                ? Endpoint(replicaId: id, port: r.port, servedModelName: r.servedModelName) : nil
+        }.sorted { $0.replicaId < $1.replicaId }
+    }
+
+    /// Devices in use, for the catalogue's availability answer.
+    public func freeDeviceCount(profile: HardwareProfile) -> Int {
+        profile.devices.filter { !devicesInUse.contains($0) }.count
+    }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}

@@ -1,0 +1,30 @@
+import Foundation
+import InferenceCore
+
+/// The controller's knobs, with production defaults; tests shorten the intervals.
+public struct ControllerConfiguration: Sendable {
+    /// Where replica logs live: `<dataDir>/replicas/<replica_id>.log`.
+    public var dataDir: String
+    public var profiles: [HardwareProfile]
+    public var reconcileInterval: Duration = .seconds(1)
+    public var healthInterval: Duration = .seconds(2)
+    public var healthTimeout: Duration = .seconds(2)
+    /// A replica that fails to start this many times in a row is `failed`.
+    public var maxConsecutiveFailures: Int = 4
+    /// First restart delay; doubles per consecutive failure, up to `maxRestartBackoff`.
+    public var restartBackoff: Duration = .seconds(1)
+    public var maxRestartBackoff: Duration = .seconds(60)
+    /// How long a replica process gets to exit after SIGTERM before SIGKILL.
+    public var stopGrace: Duration = .seconds(10)
+    /// A running replica that fails its health probe for this long is restarted.
+    public var unhealthyRestartAfter: Duration = .seconds(30)
+
+    public init(dataDir: String, profiles: [HardwareProfile]) {
+        self.dataDir = dataDir
+        self.profiles = profiles
+    }
+
+    public func profile(named name: String) -> HardwareProfile? { profiles.first { $0.name == name } }
+
+    public func logPath(replicaId: String) -> String { "\(dataDir)/replicas/\(replicaId).log" }
+}

@@ -1,0 +1,121 @@
+import Foundation
+import GRDB
+import InferenceCore
+
+/// An organisation: the unit of ownership and isolation.
+public struct OrganizationRecord: Codable, Sendable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "organizations"
+    public var id: String
+    public var name: String
+    public var createdAt: Date
+}
+
+/// An API key, stored only as the SHA-256 of the key; `prefix` lets operators recognise it.
+public struct APIKeyRecord: Codable, Sendable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "api_keys"
+    public var id: String
+    public var orgId: String
+    public var keyHash: String
+    public var prefix: String
+    public var isAdmin: Bool
+    public var createdAt: Date
+}
+
+/// A deployment as stored; the API answer is built from it and its replicas.
+public struct DeploymentRecord: Codable, Sendable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "deployments"
+    public var id: String
+    public var orgId: String
+    public var hfModelId: String
+    public var hardwareProfile: String
+    public var status: DeploymentStatus
+    public var desiredReplicas: Int
+    public var minReplicas: Int
+    public var maxReplicas: Int
+    public var targetRps: Double
+    public var targetLatencyP95Ms: Double
+    public var stabilisationWindow: Int
+    /// The gated-model token, sealed with the data directory's key; never returned by the API.
+    public var hfTokenSealed: Data?
+    public var createdAt: Date
+    public var updatedAt: Date
+    public var stoppedAt: Date?
+    public var lastRequestAt: Date?
+
+    public init(id: String, orgId: String, spec: DeploymentSpec, hfTokenSealed: Data?, now: Date) {
+        self.id = id
+        self.orgId = orgId
+        self.hfModelId = spec.hfModelId
+        self.hardwareProfile = spec.hardwareProfile
+        self.status = .created
+        self.desiredReplicas = spec.minReplicas
+        self.minReplicas = spec.minReplicas
+        self.maxReplicas = spec.maxReplicas
+        self.targetRps = spec.targetRps
+        self.targetLatencyP95Ms = spec.targetLatencyP95Ms
+        self.stabilisationWindow = spec.stabilisationWindow
+        self.hfTokenSealed = hfTokenSealed
+        self.createdAt = now
+        self.updatedAt = now
+        self.stoppedAt = nil
+        self.lastRequestAt = nil
+    }
+}
+
+/// One replica slot of a deployment. Restarts reuse the slot (and its log file); `pid` and `port`
+/// describe the current process, so a restarted server can find and re-adopt it.
+public struct ReplicaRecord: Codable, Sendable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "replicas"
+    public var id: String
+    public var deploymentId: String
+    public var status: ReplicaStatus
+    public var healthy: Bool
+    public var lastHealthCheck: Date?
+    public var failReason: String?
+    public var pid: Int32?
+    public var port: Int?
+    /// Devices allotted from the profile's pool, comma-separated.
+    public var devices: String
+    public var restartCount: Int
+    /// Failed starts in a row; reset once the replica has been healthy.
+    public var consecutiveFailures: Int
+    public var createdAt: Date
+    public var startedAt: Date?
+    public var stoppedAt: Date?
+    public var lastSeenAlive: Date?
+
+    public init(id: String, deploymentId: String, now: Date) {
+        self.id = id
+        self.deploymentId = deploymentId
+        self.status = .pending
+        self.healthy = false
+        self.lastHealthCheck = nil
+        self.failReason = nil
+        self.pid = nil
+        self.port = nil
+        self.devices = ""
+        self.restartCount = 0
+        self.consecutiveFailures = 0
+        self.createdAt = now
+        self.startedAt = nil
+        self.stoppedAt = nil
+        self.lastSeenAlive = nil
+    }
+
+    public var deviceList: [String] { devices.isEmpty ? [] : devices.split(separator: ",").map(String.init) }
+}
+
+/// A decision or lifecycle step, in plain words, for `events` and for diagnosing what happened.
+public struct EventRecord: Codable, Sendable, FetchableRecord, MutablePersistableRecord {
+    public static let databaseTableName = "events"
+    public var id: Int64?
+    public var deploymentId: String
+    public var at: Date
+    public var kind: String
+    public var message: String
+
+    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}
+
+extension DeploymentStatus: DatabaseValueConvertible {}
+extension ReplicaStatus: DatabaseValueConvertible {}

@@ -1,0 +1,215 @@
+import Foundation
+
+/// JSON coders for the wire: snake_case keys, as the contract spells them.
+public enum WireJSON {
+    public static var encoder: JSONEncoder {
+        let e = JSONEncoder()
+        e.keyEncodingStrategy = .convertToSnakeCase
+        e.outputFormatting = [.sortedKeys]
+        return e
+    }
+
+    public static var decoder: JSONDecoder {
+        let d = JSONDecoder()
+        d.keyDecodingStrategy = .convertFromSnakeCase
+        return d
+    }
+
+    /// ISO 8601 with milliseconds, UTC: the timestamp format of every answer.
+    public static func timestamp(_ date: Date) -> String {
+        date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
+    }
+}
+
+public struct CreateDeploymentResponse: Codable, Sendable {
+    public var deploymentId: String
+    public var status: DeploymentStatus
+    public init(deploymentId: String, status: DeploymentStatus) {
+        self.deploymentId = deploymentId
+        self.status = status
+    }
+}
+
+public struct ReplicaInfo: Codable, Sendable {
+    public var replicaId: String
+    public var status: ReplicaStatus
+    public var healthy: Bool
+    public var lastHealthCheck: String?
+    public var failReason: String?
+    public var restartCount: Int
+    public var createdAt: String
+
+    public init(
+        replicaId: String, status: ReplicaStatus, healthy: Bool, lastHealthCheck: String?, failReason: String?,
+        restartCount: Int, createdAt: String
+    ) {
+        self.replicaId = replicaId
+        self.status = status
+        self.healthy = healthy
+        self.lastHealthCheck = lastHealthCheck
+        self.failReason = failReason
+        self.restartCount = restartCount
+        self.createdAt = createdAt
+    }
+}
+
+public struct DeploymentInfo: Codable, Sendable {
+    public var deploymentId: String
+    public var hfModelId: String
+    public var hardwareProfile: String
+    public var status: DeploymentStatus
+    public var currentReplicas: Int
+    public var desiredReplicas: Int
+    public var minReplicas: Int
+    public var maxReplicas: Int
+    public var targetRps: Double
+    public var targetLatencyP95Ms: Double
+    public var stabilisationWindow: Int
+    public var createdAt: String
+    public var replicas: [ReplicaInfo]
+
+    public init(
+        deploymentId: String, hfModelId: String, hardwareProfile: String, status: DeploymentStatus,
+        currentReplicas: Int, desiredReplicas: Int, minReplicas: Int, maxReplicas: Int, targetRps: Double,
+        targetLatencyP95Ms: Double, stabilisationWindow: Int, createdAt: String, replicas: [ReplicaInfo]
+    ) {
+        self.deploymentId = deploymentId
+        self.hfModelId = hfModelId
+        self.hardwareProfile = hardwareProfile
+        self.status = status
+        self.currentReplicas = currentReplicas
+        self.desiredReplicas = desiredReplicas
+        self.minReplicas = minReplicas
+        self.maxReplicas = maxReplicas
+        self.targetRps = targetRps
+        self.targetLatencyP95Ms = targetLatencyP95Ms
+        self.stabilisationWindow = stabilisationWindow
+        self.createdAt = createdAt
+        self.replicas = replicas
+    }
+}
+
+public struct DeploymentList: Codable, Sendable {
+    public var deployments: [DeploymentInfo]
+    public init(deployments: [DeploymentInfo]) { self.deployments = deployments }
+}
+
+public struct StopRequest: Codable, Sendable {
+    public var deploymentId: String
+    public init(deploymentId: String) { self.deploymentId = deploymentId }
+}
+
+public struct StopResponse: Codable, Sendable {
+    public var deploymentId: String
+    public var status: DeploymentStatus
+    public init(deploymentId: String, status: DeploymentStatus) {
+        self.deploymentId = deploymentId
+        self.status = status
+    }
+}
+
+public struct CatalogueModel: Codable, Sendable {
+    public var servingName: String
+    public var hfModelId: String
+    public var hardwareProfile: String
+    public var gpuType: String
+    public var gpuCount: Int
+    public var pricePerHour: String
+    public var isGpuAvailable: Bool?
+    public var readyTimeoutS: Int
+
+    public init(
+        servingName: String, hfModelId: String, hardwareProfile: String, gpuType: String, gpuCount: Int,
+        pricePerHour: String, isGpuAvailable: Bool?, readyTimeoutS: Int
+    ) {
+        self.servingName = servingName
+        self.hfModelId = hfModelId
+        self.hardwareProfile = hardwareProfile
+        self.gpuType = gpuType
+        self.gpuCount = gpuCount
+        self.pricePerHour = pricePerHour
+        self.isGpuAvailable = isGpuAvailable
+        self.readyTimeoutS = readyTimeoutS
+    }
+}
+
+public struct CatalogueResponse: Codable, Sendable {
+    public var models: [CatalogueModel]
+    public init(models: [CatalogueModel]) { self.models = models }
+}
+
+public struct ReplicaLogsResponse: Codable, Sendable {
+    public var errorLogs: String
+    public init(errorLogs: String) { self.errorLogs = errorLogs }
+}
+
+public struct PriceEntry: Codable, Sendable {
+    public var hardwareProfile: String
+    public var gpuType: String
+    public var gpuCount: Int
+    public var pricePerHour: String
+    public var unit: String
+
+    public init(hardwareProfile: String, gpuType: String, gpuCount: Int, pricePerHour: String) {
+        self.hardwareProfile = hardwareProfile
+        self.gpuType = gpuType
+        self.gpuCount = gpuCount
+        self.pricePerHour = pricePerHour
+        self.unit = "replica-hour"
+    }
+}
+
+public struct PricingResponse: Codable, Sendable {
+    public var currency: String
+    public var prices: [PriceEntry]
+    public init(currency: String = "USD", prices: [PriceEntry]) {
+        self.currency = currency
+        self.prices = prices
+    }
+}
+
+public struct CreateKeyRequest: Codable, Sendable {
+    public var org: String
+    public init(org: String) { self.org = org }
+}
+
+public struct CreateKeyResponse: Codable, Sendable {
+    public var apiKey: String
+    public var org: String
+    public init(apiKey: String, org: String) {
+        self.apiKey = apiKey
+        self.org = org
+    }
+}
+
+public struct EventInfo: Codable, Sendable {
+    public var at: String
+    public var kind: String
+    public var message: String
+    public init(at: String, kind: String, message: String) {
+        self.at = at
+        self.kind = kind
+        self.message = message
+    }
+}
+
+public struct EventList: Codable, Sendable {
+    public var deploymentId: String
+    public var events: [EventInfo]
+    public init(deploymentId: String, events: [EventInfo]) {
+        self.deploymentId = deploymentId
+        self.events = events
+    }
+}
+
+/// `{"detail": "..."}`: the control plane's shape for errors other than validation.
+public struct DetailMessage: Codable, Sendable {
+    public var detail: String
+    public init(detail: String) { self.detail = detail }
+}
+
+/// `{"detail": [...]}`: the control plane's shape for validation errors (422).
+public struct DetailIssues: Codable, Sendable {
+    public var detail: [ValidationIssue]
+    public init(detail: [ValidationIssue]) { self.detail = detail }
+}

@@ -1,0 +1,42 @@
+import ArgumentParser
+import Foundation
+import Logging
+import LyceumServer
+import Replicas
+
+/// `lyceum server`: control plane, gateway and controller in one process.
+struct ServerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "server", abstract: "Run the platform: API, gateway and replicas, in one process on 127.0.0.1.")
+
+    @Option(help: "Address to bind.") var host: String?
+    @Option(help: "Port to listen on (0 picks a free one). Default 8080.") var port: Int?
+    @Option(name: .customLong("data-dir"), help: "State directory (SQLite database, keys, replica logs). Default ~/.lyceum.")
+    var dataDir: String?
+    @Option(help: "JSON config file (hardware profiles, intervals).") var config: String?
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.") var logLevel: String = "info"
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "lyceum")
+        let dataDir = dataDir.map { ($0 as NSString).expandingTildeInPath } ?? ServerConfiguration.defaultDataDir
+        let gpus = await GPUDiscovery.discover()
+        var configuration = try ServerConfiguration.load(dataDir: dataDir, configFile: config, gpus: gpus)
+        if let host { configuration.host = host }
+        if let port { configuration.port = port }
+        if !gpus.isEmpty {
+            logger.info("GPUs found", metadata: ["gpus": "\(gpus.map { "\($0.index): \($0.name)" }.joined(separator: "; "))"])
+        }
+        try await LyceumServer.run(configuration: configuration, logger: logger)
+    }
+}
+
+/// `lyceum engine ...`: the model servers the platform can start.
+struct Engine: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Model-server engines.", subcommands: [SimCommand.self])
+}

@@ -1,0 +1,113 @@
+import AsyncHTTPClient
+import ControlPlane
+import Controller
+import DeploymentStore
+import Foundation
+import Gateway
+import Hummingbird
+import InferenceCore
+import Logging
+import Replicas
+import ServiceLifecycle
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Builds and runs `lyceum server`: control plane, gateway and controller in one process, one ServiceGroup.
+public enum LyceumServer {
+    /// Runs until SIGTERM or SIGINT, then shuts down gracefully: the HTTP server first, then every replica.
+    public static func run(configuration config: ServerConfiguration, logger: Logger) async throws {
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let lock = try DataDirLock(path: "\(config.dataDir)/server.lock")
+        defer { lock.release() }
+
+        let store = try DeploymentStore(path: "\(config.dataDir)/lyceum.db")
+        let sealer = try SecretSealer(keyFile: "\(config.dataDir)/secret.key")
+        let authenticator = Authenticator(store: store)
+        try await bootstrapAdminKey(store: store, authenticator: authenticator, dataDir: config.dataDir)
+
+        var clientConfig = HTTPClient.Configuration()
+        clientConfig.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 1024)
+        clientConfig.timeout = .init(connect: .seconds(2), read: .seconds(600))
+        let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfig)
+
+        var controllerConfig = ControllerConfiguration(dataDir: config.dataDir, profiles: config.profiles)
+        controllerConfig.healthInterval = config.healthInterval
+        controllerConfig.reconcileInterval = config.reconcileInterval
+        controllerConfig.maxConsecutiveFailures = config.maxConsecutiveFailures
+        controllerConfig.restartBackoff = config.restartBackoff
+        controllerConfig.stopGrace = config.stopGrace
+        let lyceumExecutable = (try? fm.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let controller = Controller(
+            store: store, provider: LocalProcessProvider(),
+            launcher: EngineLauncher(
+                lyceumExecutable: lyceumExecutable, vllmExecutable: config.vllmExecutable,
+                llamaServerExecutable: config.llamaServerExecutable, modelCacheDir: "\(config.dataDir)/models"),
+            probe: HTTPHealthProbe(client: httpClient), sealer: sealer, configuration: controllerConfig,
+            logger: logger)
+
+        let router = Router(context: LyceumRequestContext.self)
+        router.get("health") { _, _ in Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "ok\n"))) }
+        ControlPlaneRoutes(
+            store: store, controller: controller, authenticator: authenticator, sealer: sealer,
+            profiles: config.profiles
+        ).add(to: router)
+
+        let dataDir = config.dataDir
+        let app = Application(
+            router: router,
+            configuration: .init(address: .hostname(config.host, port: config.port), serverName: "lyceum"),
+            onServerRunning: { channel in
+                let port = channel.localAddress?.port ?? config.port
+                let url = "http://\(config.host):\(port)"
+                try? Data((url + "\n").utf8).write(to: URL(fileURLWithPath: "\(dataDir)/server.url"))
+                print("lyceum server listening on \(url) (data in \(dataDir))")
+                fflush(nil)
+            },
+            logger: logger)
+
+        let group = ServiceGroup(
+            services: [controller, app], gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [],
+            logger: logger)
+        do {
+            try await group.run()
+        } catch {
+            try? await httpClient.shutdown()
+            throw error
+        }
+        try await httpClient.shutdown()
+        logger.info("server stopped")
+    }
+
+    /// On the first start: an organisation and an admin key, printed once and saved to `admin.key` (0600).
+    static func bootstrapAdminKey(store: DeploymentStore, authenticator: Authenticator, dataDir: String) async throws {
+        guard try await !store.hasAdminKey() else { return }
+        let key = try await authenticator.createKey(org: "default", isAdmin: true)
+        let path = "\(dataDir)/admin.key"
+        guard FileManager.default.createFile(atPath: path, contents: Data((key + "\n").utf8), attributes: [.posixPermissions: 0o600]) else {
+            throw ConfigurationError("cannot write \(path)")
+        }
+        print("Created organisation 'default' and its admin API key (shown once; saved to \(path)):\n  \(key)")
+        fflush(nil)
+    }
+}
+
+/// One server per data directory: a second one would fight the first over the same replicas.
+struct DataDirLock {
+    let fd: Int32
+
+    init(path: String) throws {
+        fd = open(path, O_CREAT | O_RDWR, 0o600)
+        guard fd >= 0 else { throw ConfigurationError("cannot open \(path)") }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            close(fd)
+            throw ConfigurationError("another lyceum server is already using this data directory (\(path) is locked)")
+        }
+    }
+
+    func release() {
+        flock(fd, LOCK_UN)
+        close(fd)
+    }
+}

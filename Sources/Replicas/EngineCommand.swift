@@ -1,0 +1,119 @@
+import Foundation
+import InferenceCore
+
+/// What a provider needs to start one replica's model server, and how to probe it.
+public struct EngineCommand: Sendable, Equatable {
+    public var executable: String
+    public var arguments: [String]
+    /// Added to the inherited environment. Secrets travel here, never in `arguments`.
+    public var environment: [String: String]
+    public var healthPath: String
+    /// The model name the engine answers to; the gateway rewrites `model` to it.
+    public var servedModelName: String
+
+    public init(
+        executable: String, arguments: [String], environment: [String: String], healthPath: String,
+        servedModelName: String
+    ) {
+        self.executable = executable
+        self.arguments = arguments
+        self.environment = environment
+        self.healthPath = healthPath
+        self.servedModelName = servedModelName
+    }
+}
+
+/// Everything about one replica start that decides its command line.
+public struct ReplicaLaunch: Sendable {
+    public var replicaId: String
+    public var deploymentId: String
+    public var hfModelId: String
+    public var hfToken: String?
+    public var profile: HardwareProfile
+    public var port: Int
+    public var devices: [String]
+
+    public init(
+        replicaId: String, deploymentId: String, hfModelId: String, hfToken: String?, profile: HardwareProfile,
+        port: Int, devices: [String]
+    ) {
+        self.replicaId = replicaId
+        self.deploymentId = deploymentId
+        self.hfModelId = hfModelId
+        self.hfToken = hfToken
+        self.profile = profile
+        self.port = port
+        self.devices = devices
+    }
+}
+
+/// Why an engine cannot be started at all (as opposed to starting and crashing).
+public struct EngineUnavailable: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Turns a replica launch into an engine command line, per engine kind.
+public struct EngineLauncher: Sendable {
+    /// Path of the `lyceum` binary, which serves the simulator as `lyceum engine sim`.
+    public var lyceumExecutable: String
+    public var vllmExecutable: String
+    public var llamaServerExecutable: String
+    /// Where replica processes may find downloaded model files (HF_HOME for vLLM).
+    public var modelCacheDir: String?
+
+    public init(
+        lyceumExecutable: String, vllmExecutable: String = "vllm", llamaServerExecutable: String = "llama-server",
+        modelCacheDir: String? = nil
+    ) {
+        self.lyceumExecutable = lyceumExecutable
+        self.vllmExecutable = vllmExecutable
+        self.llamaServerExecutable = llamaServerExecutable
+        self.modelCacheDir = modelCacheDir
+    }
+
+    public func command(for launch: ReplicaLaunch) throws(EngineUnavailable) -> EngineCommand {
+        var env = ["LYCEUM_REPLICA_ID": launch.replicaId]
+        if let token = launch.hfToken {
+            env["HF_TOKEN"] = token
+        }
+        switch launch.profile.engine {
+        case .sim:
+            return EngineCommand(
+                executable: lyceumExecutable,
+                arguments: [
+                    "engine", "sim", "--host", "127.0.0.1", "--port", String(launch.port),
+                    "--served-model-name", launch.deploymentId, "--model", launch.hfModelId,
+                ] + launch.profile.engineArgs,
+                environment: env, healthPath: "/health", servedModelName: launch.deploymentId
+            )
+        case .vllm:
+            env["CUDA_VISIBLE_DEVICES"] = launch.devices.joined(separator: ",")
+            if let modelCacheDir { env["HF_HOME"] = modelCacheDir }
+            return EngineCommand(
+                executable: vllmExecutable,
+                arguments: [
+                    "serve", launch.hfModelId, "--host", "127.0.0.1", "--port", String(launch.port),
+                    "--served-model-name", launch.deploymentId,
+                    "--tensor-parallel-size", String(max(1, launch.profile.gpuCount)),
+                ] + launch.profile.engineArgs,
+                environment: env, healthPath: "/health", servedModelName: launch.deploymentId
+            )
+        case .llamacpp:
+            let model = launch.hfModelId.hasPrefix("file://") ? String(launch.hfModelId.dropFirst(7)) : launch.hfModelId
+            guard model.hasSuffix(".gguf"), FileManager.default.fileExists(atPath: model) else {
+                throw EngineUnavailable(
+                    "the cpu profile serves local GGUF files for now: '\(launch.hfModelId)' is not a .gguf file on this machine"
+                )
+            }
+            return EngineCommand(
+                executable: llamaServerExecutable,
+                arguments: [
+                    "-m", model, "--host", "127.0.0.1", "--port", String(launch.port), "-a", launch.deploymentId,
+                    "--parallel", "4", "--metrics",
+                ] + launch.profile.engineArgs,
+                environment: env, healthPath: "/health", servedModelName: launch.deploymentId
+            )
+        }
+    }
+}

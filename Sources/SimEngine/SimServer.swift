@@ -1,0 +1,252 @@
+import Foundation
+import Hummingbird
+import InferenceCore
+
+/// `lyceum engine sim`: an OpenAI-compatible model-server simulator.
+///
+/// Deterministic text derived from the prompt, real `usage` counts (one token per word, plus 3 per message),
+/// a latency model with queueing, `/health` that is 503 until start-up is done, and vLLM-named metrics.
+/// It is how the platform is tested and benchmarked without GPUs; it never claims to be a model.
+public struct SimServer: Sendable {
+    let config: SimConfiguration
+    let scheduler: SimScheduler
+    let metrics = SimMetrics()
+    let startedAt = ContinuousClock.now
+
+    public init(config: SimConfiguration) {
+        self.config = config
+        self.scheduler = SimScheduler(capacity: config.maxNumSeqs)
+    }
+
+    var isReady: Bool { ContinuousClock.now - startedAt >= .milliseconds(Int64(config.startupS * 1000)) }
+
+    public func buildApplication() -> some ApplicationProtocol {
+        let router = Router()
+        router.get("/health") { _, _ -> Response in
+            Response(status: isReady ? .ok : .serviceUnavailable)
+        }
+        router.get("/v1/models") { _, _ -> Response in
+            let body = #"{"object":"list","data":[{"id":"\#(jsonEscape(config.servedModelName))","object":"model","created":0,"owned_by":"lyceum-sim","root":"\#(jsonEscape(config.model))"}]}"#
+            return json(.ok, body)
+        }
+        router.get("/metrics") { _, _ -> Response in
+            Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                body: .init(byteBuffer: ByteBuffer(string: metrics.render(model: config.servedModelName, running: scheduler.running, waiting: scheduler.waiting))))
+        }
+        router.post("/v1/chat/completions") { request, _ -> Response in
+            try await complete(request, chat: true)
+        }
+        router.post("/v1/completions") { request, _ -> Response in
+            try await complete(request, chat: false)
+        }
+        return Application(
+            router: router,
+            configuration: .init(address: .hostname(config.host, port: config.port), serverName: "lyceum-sim"))
+    }
+
+    /// Runs the simulator until SIGTERM/SIGINT.
+    public func run() async throws {
+        if let message = config.crashOnStart {
+            try await Task.sleep(for: .milliseconds(200))
+            FileHandle.standardError.write(Data("\(message)\n".utf8))
+            exit(1)
+        }
+        print("lyceum engine sim: serving \(config.servedModelName) (simulating \(config.model)) on \(config.host):\(config.port)")
+        try await buildApplication().runService()
+    }
+
+    // MARK: Completions
+
+    struct Parsed {
+        var promptTokens: Int
+        var maxTokens: Int?
+        var stream: Bool
+        var includeUsage: Bool
+        var seed: UInt64
+    }
+
+    private func complete(_ request: Request, chat: Bool) async throws -> Response {
+        guard isReady else { return error(.serviceUnavailable, "the engine is still starting", "ServiceUnavailableError") }
+        let requestBody = try await request.body.collect(upTo: 32 * 1024 * 1024)
+        guard let payload = try? JSONDecoder().decode(JSONValue.self, from: Data(buffer: requestBody)), case .object = payload else {
+            return error(.badRequest, "request body is not a JSON object", "BadRequestError")
+        }
+        if let model = payload["model"]?.stringValue, model != config.servedModelName {
+            return error(.notFound, "The model `\(model)` does not exist.", "NotFoundError")
+        }
+        guard let parsed = parse(payload, chat: chat) else {
+            return error(.badRequest, chat ? "'messages' must be a non-empty list of messages" : "'prompt' is required", "BadRequestError")
+        }
+        let maxTokens = parsed.maxTokens ?? config.defaultMaxTokens ?? Int(16 + parsed.seed % 48)
+        guard maxTokens >= 1 else { return error(.badRequest, "max_tokens must be at least 1, got \(maxTokens).", "BadRequestError") }
+        if parsed.promptTokens + maxTokens > config.maxModelLen {
+            return error(
+                .badRequest,
+                "This model's maximum context length is \(config.maxModelLen) tokens. However, you requested \(parsed.promptTokens + maxTokens) tokens (\(parsed.promptTokens) in the messages, \(maxTokens) in the completion). Please reduce the length of the messages or completion.",
+                "BadRequestError")
+        }
+        if config.failRate > 0, Double.random(in: 0..<1) < config.failRate {
+            metrics.state.withLock { $0.failures += 1 }
+            return error(.internalServerError, "simulated engine failure (--fail-rate \(config.failRate))", "InternalServerError")
+        }
+        let id = (chat ? "chatcmpl-" : "cmpl-") + String(UInt64.random(in: 0...UInt64.max), radix: 36)
+        let created = Int(Date().timeIntervalSince1970)
+        let words = (0..<maxTokens).map { Self.vocabulary[Int((parsed.seed &+ UInt64($0) &* 7919) % UInt64(Self.vocabulary.count))] }
+        let finish = parsed.maxTokens != nil ? "length" : "stop"
+        let usage = #"{"prompt_tokens":\#(parsed.promptTokens),"completion_tokens":\#(maxTokens),"total_tokens":\#(parsed.promptTokens + maxTokens)}"#
+        let ttft = config.ttftMs + config.prefillMsPerToken * Double(parsed.promptTokens)
+        let model = jsonEscape(config.servedModelName)
+        let object = chat ? "chat.completion" : "text_completion"
+
+        if !parsed.stream {
+            let arrived = ContinuousClock.now
+            await scheduler.acquire()
+            defer { scheduler.release() }
+            try await sleep(ms: ttft)
+            let first = ContinuousClock.now
+            if maxTokens > 1 { try await sleep(ms: config.itlMs * Double(maxTokens - 1)) }
+            record(prompt: parsed.promptTokens, output: maxTokens, arrived: arrived, first: first)
+            let text = words.joined()
+            let choice = chat
+                ? #"{"index":0,"message":{"role":"assistant","content":"\#(text)"},"logprobs":null,"finish_reason":"\#(finish)"}"#
+                : #"{"index":0,"text":"\#(text)","logprobs":null,"finish_reason":"\#(finish)"}"#
+            return json(.ok, #"{"id":"\#(id)","object":"\#(object)","created":\#(created),"model":"\#(model)","choices":[\#(choice)],"usage":\#(usage)}"#)
+        }
+
+        let chunkObject = chat ? "chat.completion.chunk" : "text_completion"
+        let head = #"data: {"id":"\#(id)","object":"\#(chunkObject)","created":\#(created),"model":"\#(model)","choices":["#
+        let stream = ResponseBody { writer in
+            let arrived = ContinuousClock.now
+            await scheduler.acquire()
+            defer { scheduler.release() }
+            try await sleep(ms: ttft)
+            let first = ContinuousClock.now
+            if chat {
+                try await writer.write(ByteBuffer(string: head + #"{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}"# + "\n\n"))
+            }
+            var last = first
+            for (i, word) in words.enumerated() {
+                if i > 0 {
+                    // Sleep to an absolute schedule so per-chunk overhead does not stretch the stream.
+                    let due = first + .microseconds(Int64(config.itlMs * 1000 * Double(i)))
+                    try await Task.sleep(until: due, clock: .continuous)
+                    last = ContinuousClock.now
+                }
+                let delta = chat
+                    ? #"{"index":0,"delta":{"content":"\#(word)"},"logprobs":null,"finish_reason":null}"#
+                    : #"{"index":0,"text":"\#(word)","logprobs":null,"finish_reason":null}"#
+                try await writer.write(ByteBuffer(string: head + delta + "]}\n\n"))
+            }
+            _ = last
+            let end = chat
+                ? #"{"index":0,"delta":{},"logprobs":null,"finish_reason":"\#(finish)"}"#
+                : #"{"index":0,"text":"","logprobs":null,"finish_reason":"\#(finish)"}"#
+            try await writer.write(ByteBuffer(string: head + end + "]}\n\n"))
+            if parsed.includeUsage {
+                try await writer.write(ByteBuffer(string: head + "],\"usage\":" + usage + "}\n\n"))
+            }
+            try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
+            record(prompt: parsed.promptTokens, output: maxTokens, arrived: arrived, first: first)
+            try await writer.finish(nil)
+        }
+        return Response(
+            status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"], body: stream)
+    }
+
+    private func parse(_ json: JSONValue, chat: Bool) -> Parsed? {
+        var text = ""
+        var promptTokens = 0
+        if chat {
+            guard case .array(let messages)? = json["messages"], !messages.isEmpty else { return nil }
+            for m in messages {
+                guard case .object = m else { return nil }
+                let content: String
+                switch m["content"] {
+                case .string(let s)?: content = s
+                case .array(let parts)?: content = parts.compactMap { $0["text"]?.stringValue }.joined(separator: " ")
+                default: content = ""
+                }
+                text += (m["role"]?.stringValue ?? "") + ":" + content + "\n"
+                promptTokens += Self.countTokens(content) + 3
+            }
+        } else {
+            switch json["prompt"] {
+            case .string(let s)?: text = s
+            case .array(let a)?: text = a.compactMap(\.stringValue).joined(separator: "\n")
+            default: return nil
+            }
+            promptTokens = Self.countTokens(text)
+        }
+        let maxTokens = json["max_completion_tokens"]?.intValue ?? json["max_tokens"]?.intValue
+        let stream = json["stream"]?.boolValue ?? false
+        let includeUsage = json["stream_options"]?["include_usage"]?.boolValue ?? false
+        return Parsed(promptTokens: promptTokens, maxTokens: maxTokens, stream: stream, includeUsage: includeUsage, seed: fnv1a(text))
+    }
+
+    private func record(prompt: Int, output: Int, arrived: ContinuousClock.Instant, first: ContinuousClock.Instant) {
+        let now = ContinuousClock.now
+        metrics.state.withLock { m in
+            m.promptTokens += prompt
+            m.generationTokens += output
+            m.success += 1
+            m.ttft.observe((first - arrived).seconds)
+            m.e2e.observe((now - arrived).seconds)
+            if output > 1 { m.itl.observe((now - first).seconds / Double(output - 1)) }
+        }
+    }
+
+    private func sleep(ms: Double) async throws {
+        guard ms > 0 else { return }
+        let spread = config.jitter > 0 ? Double.random(in: -config.jitter...config.jitter) : 0
+        try await Task.sleep(for: .microseconds(Int64(ms * (1 + spread) * 1000)))
+    }
+
+    static func countTokens(_ s: String) -> Int { s.split(whereSeparator: \.isWhitespace).count }
+
+    static let vocabulary: [String] = [
+        " the", " model", " replica", " answers", " with", " simulated", " tokens", " while", " latency", " grows",
+        " under", " load", " and", " every", " request", " is", " served", " by", " one", " of", " several",
+        " engines", " behind", " a", " gateway", " that", " balances", " traffic", " across", " healthy", " copies",
+        " so", " nothing", " here", " was", " generated", " by", " a", " real", " network", ".", ",",
+    ]
+}
+
+private func json(_ status: HTTPResponse.Status, _ body: String) -> Response {
+    Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: body)))
+}
+
+/// An error in OpenAI's shape, as current vLLM answers.
+private func error(_ status: HTTPResponse.Status, _ message: String, _ type: String) -> Response {
+    json(status, #"{"error":{"message":"\#(jsonEscape(message))","type":"\#(type)","param":null,"code":\#(status.code)}}"#)
+}
+
+func jsonEscape(_ s: String) -> String {
+    var out = ""
+    out.reserveCapacity(s.utf8.count)
+    for c in s.unicodeScalars {
+        switch c {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        case _ where c.value < 0x20: out += String(format: "\\u%04x", c.value)
+        default: out.unicodeScalars.append(c)
+        }
+    }
+    return out
+}
+
+func fnv1a(_ s: String) -> UInt64 {
+    var h: UInt64 = 0xcbf2_9ce4_8422_2325
+    for b in s.utf8 {
+        h ^= UInt64(b)
+        h = h &* 0x100_0000_01b3
+    }
+    return h
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}

@@ -1,0 +1,8 @@
+import LyceumCLI
+
+@main
+struct Entrypoint {
+    static func main() async {
+        await Lyceum.main()
+    }
+}
