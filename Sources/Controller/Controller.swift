@@ -41,6 +41,8 @@ public actor Controller: Service {
     let launcher: EngineLauncher
     let probe: any HealthProbing
     let sealer: SecretSealer
+    /// Published on every status or health change; the gateway routes from it.
+    public nonisolated let routes: RouteTable
     public nonisolated let configuration: ControllerConfiguration
     let logger: Logger
 
@@ -55,11 +57,14 @@ public actor Controller: Service {
     nonisolated let jobsContinuation: AsyncStream<LaunchJob>.Continuation
     nonisolated let pokes: AsyncStream<Void>
     nonisolated let pokesContinuation: AsyncStream<Void>.Continuation
+    nonisolated let healthPokes: AsyncStream<Void>
+    nonisolated let healthPokesContinuation: AsyncStream<Void>.Continuation
 
     public init(
         store: DeploymentStore, provider: any ReplicaProvider, launcher: EngineLauncher, probe: any HealthProbing,
-        sealer: SecretSealer, configuration: ControllerConfiguration, logger: Logger
+        sealer: SecretSealer, configuration: ControllerConfiguration, routes: RouteTable = RouteTable(), logger: Logger
     ) {
+        self.routes = routes
         self.store = store
         self.provider = provider
         self.launcher = launcher
@@ -69,10 +74,14 @@ public actor Controller: Service {
         self.logger = logger
         (jobs, jobsContinuation) = AsyncStream.makeStream(of: LaunchJob.self)
         (pokes, pokesContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        (healthPokes, healthPokesContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
     /// Asks for a reconcile pass now rather than at the next tick (after a create, a crash, a stop).
     public nonisolated func poke() { pokesContinuation.yield() }
+
+    /// Asks for a health pass now (a replica was seen failing, or one may have just become ready).
+    public nonisolated func pokeHealth() { healthPokesContinuation.yield() }
 
     public func run() async throws {
         try FileManager.default.createDirectory(
@@ -84,6 +93,7 @@ public actor Controller: Service {
                 group.addTask { await self.reconcileLoop() }
                 group.addTask { await self.healthLoop() }
                 group.addTask { await self.tickLoop() }
+                group.addTask { await self.healthTickLoop() }
                 for await job in jobs {
                     group.addTask { await self.supervise(job) }
                 }
@@ -116,10 +126,17 @@ public actor Controller: Service {
         }
     }
 
-    private func healthLoop() async {
+    private func healthTickLoop() async {
         while !Task.isCancelled {
-            await checkHealth()
+            pokeHealth()
             try? await Task.sleep(for: configuration.healthInterval)
+        }
+    }
+
+    private func healthLoop() async {
+        for await _ in healthPokes {
+            if Task.isCancelled || shuttingDown { return }
+            await checkHealth()
         }
     }
 
@@ -361,10 +378,15 @@ public actor Controller: Service {
 
     /// Recomputes a deployment's status from its replicas, recording an event when it changes.
     func refreshStatus(deploymentId: String) async throws {
-        guard let deployment = try await store.deployment(id: deploymentId), deployment.status.isActive || deployment.status == .failed else { return }
+        guard let deployment = try await store.deployment(id: deploymentId) else { return }
+        guard deployment.status.isActive || deployment.status == .failed else {
+            publishRoute(deployment, status: deployment.status, reason: nil)
+            return
+        }
         let replicas = try await store.replicas(deploymentId: deploymentId).filter { $0.status.isLive || $0.status == .failed }
         let healthy = replicas.filter { $0.healthy && $0.status == .running }.count
         let next = aggregateStatus(current: deployment.status == .failed ? .provisioning : deployment.status, replicas: replicas.map(\.status), healthy: healthy)
+        publishRoute(deployment, status: next, reason: replicas.compactMap(\.failReason).first)
         guard next != deployment.status else { return }
         try await store.updateDeployment(id: deploymentId) { $0.status = next }
         let message: String
@@ -382,11 +404,12 @@ public actor Controller: Service {
     public func stopDeployment(id: String) async throws {
         stoppingDeployments.insert(id)
         defer { stoppingDeployments.remove(id) }
-        try await store.updateDeployment(id: id) {
-            $0.status = .stopped
-            $0.stoppedAt = Date()
-            $0.desiredReplicas = 0
-        }
+        guard let stopped = try await store.updateDeployment(id: id, { d in
+            d.status = .stopped
+            d.stoppedAt = Date()
+            d.desiredReplicas = 0
+        }) else { return }
+        publishRoute(stopped, status: .stopped, reason: nil)
         try await store.addEvent(deploymentId: id, kind: "stopped", message: "stopped by request")
         let replicas = try await store.replicas(deploymentId: id).filter { $0.status.isLive }
         await withTaskGroup(of: Void.self) { group in
@@ -398,8 +421,10 @@ public actor Controller: Service {
 
     /// Stops one replica's process (if any) and marks it `stopped`.
     func stopReplica(_ id: String, reason: String?) async {
-        if runtimes[id] != nil {
+        if let deploymentId = runtimes[id]?.deploymentId {
             runtimes[id]?.stopping = true
+            // No new requests for it from here on.
+            try? await refreshStatus(deploymentId: deploymentId)
             if let pid = runtimes[id]?.pid {
                 await provider.terminate(pid: pid, grace: configuration.stopGrace)
             }
@@ -472,22 +497,19 @@ public actor Controller: Service {
         }
     }
 
-    // MARK: Queries for the gateway and the API
+    // MARK: Routes for the gateway
 
-    /// A ready replica's address, as the gateway needs it.
-    public struct Endpoint: Sendable, Equatable {
-        public var replicaId: String
-        public var port: Int
-        public var servedModelName: String
-    }
-
-    /// Healthy replicas of a deployment that may receive requests.
-    public func readyEndpoints(deploymentId: String) -> [Endpoint] {
-        runtimes.compactMap { id, r in
-            r.deploymentId == deploymentId && r.healthy && !r.stopping && r.killReason == nil && r.pid != nil
-                ? Endpoint(replicaId: id, port: r.port, servedModelName: r.servedModelName) : nil
+    /// Publishes a deployment's ready replicas: healthy, not being stopped or killed.
+    func publishRoute(_ deployment: DeploymentRecord, status: DeploymentStatus, reason: String?) {
+        let endpoints = runtimes.compactMap { id, r in
+            r.deploymentId == deployment.id && r.healthy && !r.stopping && r.killReason == nil && r.pid != nil
+                ? RouteTable.Endpoint(replicaId: id, port: r.port, servedModelName: r.servedModelName) : nil
         }.sorted { $0.replicaId < $1.replicaId }
+        routes.publish(deployment.id, RouteTable.Route(orgId: deployment.orgId, status: status, endpoints: endpoints, reason: reason))
     }
+
+    /// The gateway saw a replica fail: probe it now rather than at the next interval.
+    public nonisolated func reportSuspect(replicaId: String) { pokeHealth() }
 
     /// Devices in use, for the catalogue's availability answer.
     public func freeDeviceCount(profile: HardwareProfile) -> Int {

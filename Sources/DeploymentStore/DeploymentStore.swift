@@ -20,6 +20,14 @@ public final class DeploymentStore: Sendable {
         try Schema.migrator.migrate(db)
     }
 
+    func write<T: Sendable>(_ body: @Sendable @escaping (Database) throws -> T) async throws -> T {
+        try await db.write(body)
+    }
+
+    func read<T: Sendable>(_ body: @Sendable @escaping (Database) throws -> T) async throws -> T {
+        try await db.read(body)
+    }
+
     // MARK: Organisations and keys
 
     public func organization(named name: String) async throws -> OrganizationRecord? {

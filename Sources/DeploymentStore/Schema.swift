@@ -61,6 +61,18 @@ enum Schema {
                 t.column("message", .text).notNull()
             }
         }
+        m.registerMigration("v2-request-results") { db in
+            try db.create(table: "request_results") { t in
+                t.primaryKey("id", .text)
+                t.column("orgId", .text).notNull()
+                t.column("deploymentId", .text).notNull()
+                t.column("status", .text).notNull()
+                t.column("httpStatus", .integer)
+                t.column("body", .blob)
+                t.column("createdAt", .datetime).notNull().indexed()
+                t.column("completedAt", .datetime)
+            }
+        }
         return m
     }
 }

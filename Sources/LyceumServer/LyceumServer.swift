@@ -53,6 +53,15 @@ public enum LyceumServer {
             store: store, controller: controller, authenticator: authenticator, sealer: sealer,
             profiles: config.profiles
         ).add(to: router)
+        let background = BackgroundRequests()
+        let gateway = Gateway(
+            store: store, authenticator: authenticator, controller: controller, client: httpClient, background: background)
+        gateway.add(to: router)
+        router.get("metrics") { _, _ in
+            Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                body: .init(byteBuffer: ByteBuffer(string: gateway.stats.renderPrometheus())))
+        }
 
         let dataDir = config.dataDir
         let app = Application(
@@ -68,7 +77,8 @@ public enum LyceumServer {
             logger: logger)
 
         let group = ServiceGroup(
-            services: [controller, app], gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [],
+            // Shut down in reverse: stop taking requests, finish background ones, then stop replicas.
+            services: [controller, background, app], gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [],
             logger: logger)
         do {
             try await group.run()

@@ -1,0 +1,166 @@
+import Foundation
+import Histogram
+import Synchronization
+
+/// A deployment's (or replica's) traffic over a sliding window: the autoscaler's input and `/metrics`.
+public struct WindowStats: Sendable, Equatable {
+    public var requestsPerSecond: Double
+    public var p50Ms: Double
+    public var p95Ms: Double
+    public var p99Ms: Double
+    public var inFlight: Int
+    public var errors: Int
+    public var requests: Int
+}
+
+/// Per-deployment and per-replica request statistics.
+///
+/// Each series keeps one-second request/error counts and a latency histogram per ten-second slot, over the
+/// last `window`; percentiles merge the slots' HdrHistograms (not a sorted list of samples).
+public final class GatewayStats: Sendable {
+    struct Series {
+        static let slotSeconds = 10
+        var counts: [Int]
+        var errors: [Int]
+        var stamps: [Int]
+        var histograms: [Histogram<UInt64>]
+        var histogramStamps: [Int]
+        var inFlight = 0
+        var totalRequests = 0
+        var totalErrors = 0
+
+        init(windowSeconds: Int) {
+            counts = Array(repeating: 0, count: windowSeconds)
+            errors = counts
+            stamps = Array(repeating: -1, count: windowSeconds)
+            let slots = max(1, windowSeconds / Self.slotSeconds)
+            histograms = (0..<slots).map { _ in Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .two) }
+            histogramStamps = Array(repeating: -1, count: slots)
+        }
+
+        mutating func record(second: Int, latencyMicros: UInt64, failed: Bool) {
+            let i = second % counts.count
+            if stamps[i] != second {
+                stamps[i] = second
+                counts[i] = 0
+                errors[i] = 0
+            }
+            counts[i] += 1
+            totalRequests += 1
+            if failed {
+                errors[i] += 1
+                totalErrors += 1
+            }
+            let slot = second / Self.slotSeconds
+            let h = slot % histograms.count
+            if histogramStamps[h] != slot {
+                histogramStamps[h] = slot
+                histograms[h].reset()
+            }
+            _ = histograms[h].record(max(1, latencyMicros))
+        }
+
+        func window(now second: Int) -> WindowStats {
+            let n = counts.count
+            var requests = 0
+            var errorCount = 0
+            for i in 0..<n where stamps[i] > second - n && stamps[i] <= second {
+                requests += counts[i]
+                errorCount += errors[i]
+            }
+            var merged = Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .two)
+            let slot = second / Self.slotSeconds
+            for (h, stamp) in histogramStamps.enumerated() where stamp > slot - histograms.count && stamp <= slot {
+                merged.add(histograms[h])
+            }
+            let ms = { (p: Double) in merged.totalCount == 0 ? 0 : Double(merged.valueAtPercentile(p)) / 1000 }
+            return WindowStats(
+                requestsPerSecond: Double(requests) / Double(n), p50Ms: ms(50), p95Ms: ms(95), p99Ms: ms(99),
+                inFlight: inFlight, errors: errorCount, requests: requests)
+        }
+    }
+
+    struct State {
+        var deployments: [String: Series] = [:]
+        var replicas: [String: Series] = [:]
+        var replicaDeployment: [String: String] = [:]
+    }
+
+    let windowSeconds: Int
+    private let state = Mutex(State())
+    private let epoch = ContinuousClock.now
+
+    public init(windowSeconds: Int = 60) { self.windowSeconds = max(10, windowSeconds) }
+
+    private var second: Int { Int((ContinuousClock.now - epoch).components.seconds) }
+
+    /// A request (replicaId nil) or one attempt of it on a replica begins.
+    func begin(deploymentId: String, replicaId: String? = nil) {
+        let w = windowSeconds
+        state.withLock { s in
+            if let replicaId {
+                s.replicas[replicaId, default: Series(windowSeconds: w)].inFlight += 1
+                s.replicaDeployment[replicaId] = deploymentId
+            } else {
+                s.deployments[deploymentId, default: Series(windowSeconds: w)].inFlight += 1
+            }
+        }
+    }
+
+    /// A request (replicaId nil) or one attempt of it on a replica ends.
+    func end(deploymentId: String, replicaId: String? = nil, latency: Duration, failed: Bool) {
+        let micros = UInt64(max(0, latency.components.seconds * 1_000_000 + latency.components.attoseconds / 1_000_000_000_000))
+        let now = second
+        let w = windowSeconds
+        state.withLock { s in
+            if let replicaId {
+                s.replicas[replicaId, default: Series(windowSeconds: w)].inFlight -= 1
+                s.replicas[replicaId]!.record(second: now, latencyMicros: micros, failed: failed)
+            } else {
+                s.deployments[deploymentId, default: Series(windowSeconds: w)].inFlight -= 1
+                s.deployments[deploymentId]!.record(second: now, latencyMicros: micros, failed: failed)
+            }
+        }
+    }
+
+    /// The deployment's window statistics (zeros if it has had no traffic).
+    public func window(deploymentId: String) -> WindowStats {
+        let now = second
+        return state.withLock { s in
+            s.deployments[deploymentId]?.window(now: now)
+        } ?? WindowStats(requestsPerSecond: 0, p50Ms: 0, p95Ms: 0, p99Ms: 0, inFlight: 0, errors: 0, requests: 0)
+    }
+
+    /// Prometheus text format for the gateway's series.
+    public func renderPrometheus() -> String {
+        let now = second
+        let (deployments, replicas, owners) = state.withLock { s in
+            (s.deployments.mapValues { ($0.window(now: now), $0.totalRequests, $0.totalErrors) },
+             s.replicas.mapValues { ($0.window(now: now), $0.totalRequests, $0.totalErrors) }, s.replicaDeployment)
+        }
+        var out = ""
+        out += "# HELP lyceum_gateway_requests_total Requests answered by the gateway.\n# TYPE lyceum_gateway_requests_total counter\n"
+        for (id, v) in deployments.sorted(by: { $0.key < $1.key }) { out += "lyceum_gateway_requests_total{deployment=\"\(id)\"} \(v.1)\n" }
+        out += "# HELP lyceum_gateway_errors_total Requests that ended in an error.\n# TYPE lyceum_gateway_errors_total counter\n"
+        for (id, v) in deployments.sorted(by: { $0.key < $1.key }) { out += "lyceum_gateway_errors_total{deployment=\"\(id)\"} \(v.2)\n" }
+        out += "# HELP lyceum_gateway_in_flight Requests in flight.\n# TYPE lyceum_gateway_in_flight gauge\n"
+        for (id, v) in deployments.sorted(by: { $0.key < $1.key }) { out += "lyceum_gateway_in_flight{deployment=\"\(id)\"} \(v.0.inFlight)\n" }
+        out += "# HELP lyceum_gateway_window_requests_per_second Request rate over the sliding window.\n# TYPE lyceum_gateway_window_requests_per_second gauge\n"
+        for (id, v) in deployments.sorted(by: { $0.key < $1.key }) { out += "lyceum_gateway_window_requests_per_second{deployment=\"\(id)\"} \(v.0.requestsPerSecond)\n" }
+        out += "# HELP lyceum_gateway_window_latency_ms Latency percentiles over the sliding window.\n# TYPE lyceum_gateway_window_latency_ms gauge\n"
+        for (id, v) in deployments.sorted(by: { $0.key < $1.key }) {
+            for (q, x) in [("0.5", v.0.p50Ms), ("0.95", v.0.p95Ms), ("0.99", v.0.p99Ms)] {
+                out += "lyceum_gateway_window_latency_ms{deployment=\"\(id)\",quantile=\"\(q)\"} \(x)\n"
+            }
+        }
+        out += "# HELP lyceum_replica_in_flight Requests in flight per replica.\n# TYPE lyceum_replica_in_flight gauge\n"
+        for (id, v) in replicas.sorted(by: { $0.key < $1.key }) {
+            out += "lyceum_replica_in_flight{deployment=\"\(owners[id] ?? "")\",replica=\"\(id)\"} \(v.0.inFlight)\n"
+        }
+        out += "# HELP lyceum_replica_requests_total Requests sent per replica.\n# TYPE lyceum_replica_requests_total counter\n"
+        for (id, v) in replicas.sorted(by: { $0.key < $1.key }) {
+            out += "lyceum_replica_requests_total{deployment=\"\(owners[id] ?? "")\",replica=\"\(id)\"} \(v.1)\n"
+        }
+        return out
+    }
+}

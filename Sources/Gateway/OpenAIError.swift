@@ -1,0 +1,82 @@
+import Foundation
+import Hummingbird
+
+/// An error on the data plane, rendered in OpenAI's shape so SDKs raise their matching exception.
+public struct OpenAIError: Error, Sendable, CustomStringConvertible {
+    public var status: HTTPResponse.Status
+    public var message: String
+    public var type: String
+    public var param: String?
+    public var code: String?
+    public var retryAfter: Int?
+
+    public init(_ status: HTTPResponse.Status, _ message: String, type: String, param: String? = nil, code: String? = nil, retryAfter: Int? = nil) {
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.retryAfter = retryAfter
+    }
+
+    public var description: String { "\(status.code) \(type): \(message)" }
+
+    static let unauthorized = OpenAIError(
+        .unauthorized, "Incorrect or missing API key: send 'Authorization: Bearer lk_...'", type: "invalid_request_error",
+        code: "invalid_api_key")
+
+    static func modelNotFound(_ id: String) -> OpenAIError {
+        OpenAIError(.notFound, "The model '\(id)' does not exist or you do not have access to it.", type: "invalid_request_error", param: "model", code: "model_not_found")
+    }
+
+    static func badRequest(_ message: String, param: String? = nil) -> OpenAIError {
+        OpenAIError(.badRequest, message, type: "invalid_request_error", param: param)
+    }
+
+    /// `{"error": {...}}` as JSON bytes; also used inside a server-sent event when a stream breaks.
+    var body: String {
+        func quoted(_ s: String?) -> String { s.map { "\"\(jsonEscape($0))\"" } ?? "null" }
+        return #"{"error":{"message":\#(quoted(message)),"type":\#(quoted(type)),"param":\#(quoted(param)),"code":\#(quoted(code))}}"#
+    }
+
+    var response: Response {
+        var headers: HTTPFields = [.contentType: "application/json"]
+        if let retryAfter { headers[.retryAfter] = String(retryAfter) }
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: body)))
+    }
+}
+
+/// Renders every error under `/openai/v1` in OpenAI's shape; the server keeps running whatever a request throws.
+struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as OpenAIError {
+            return error.response
+        } catch let error as HTTPError where error.status == .contentTooLarge {
+            return OpenAIError(.contentTooLarge, "Request body is larger than the limit", type: "invalid_request_error").response
+        } catch let error as HTTPError {
+            return OpenAIError(error.status, error.body ?? error.status.reasonPhrase, type: "invalid_request_error").response
+        } catch {
+            context.logger.error("gateway request failed", metadata: ["error": "\(error)"])
+            return OpenAIError(.internalServerError, "Internal server error; see the server log", type: "server_error").response
+        }
+    }
+}
+
+func jsonEscape(_ s: String) -> String {
+    var out = ""
+    out.reserveCapacity(s.utf8.count)
+    for c in s.unicodeScalars {
+        switch c {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        case _ where c.value < 0x20: out += String(format: "\\u%04x", c.value)
+        default: out.unicodeScalars.append(c)
+        }
+    }
+    return out
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs every test: Swift unit and integration tests, then end-to-end tests against real
+# `lyceum server` processes with real simulator replicas and the official `openai` client.
+# Installs what the tests need: a Python virtual environment in .venv (pytest, openai, requests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -x .venv/bin/pytest ] || ! .venv/bin/python -c "import openai, requests" 2>/dev/null; then
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --upgrade pip
+  .venv/bin/pip install --quiet -r tests/e2e/requirements.txt
+fi
+
+swift build
+swift test
+
+LYCEUM_BIN="$PWD/.build/debug/lyceum" .venv/bin/pytest tests/e2e -v -p no:cacheprovider "$@"
