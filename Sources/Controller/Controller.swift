@@ -126,10 +126,13 @@ public actor Controller: Service {
         }
     }
 
+    /// Probes on the health interval, and every 250 ms while a replica is starting, so a cold start is
+    /// noticed (and served) as soon as the engine is ready.
     private func healthTickLoop() async {
         while !Task.isCancelled {
             pokeHealth()
-            try? await Task.sleep(for: configuration.healthInterval)
+            let starting = runtimes.values.contains { !$0.healthy && !$0.stopping }
+            try? await Task.sleep(for: starting ? min(.milliseconds(250), configuration.healthInterval) : configuration.healthInterval)
         }
     }
 
