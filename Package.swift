@@ -121,8 +121,7 @@ let package = Package(
         .testTarget(
             name: "LyceumServerTests",
             dependencies: [
-                "LyceumServer", "DeploymentStore", "Replicas", "Controller",
-                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                "LyceumServer", "DeploymentStore", "Replicas", "Controller", "Gateway", "InferenceCore",
             ],
             swiftSettings: swiftSettings
         ),

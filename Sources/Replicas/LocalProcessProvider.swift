@@ -151,6 +151,6 @@ public func logTail(path: String, maxLines: Int = 50, maxBytes: Int = 64 * 1024)
     let start = size > UInt64(maxBytes) ? size - UInt64(maxBytes) : 0
     try? handle.seek(toOffset: start)
     let data = (try? handle.readToEnd()) ?? Data()
-    let lines = String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
-    return lines.suffix(maxLines + 1).joined(separator: "\n").trimmingCharacters(in: .whitespacesAndNewlines)
+    let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    return text.split(separator: "\n", omittingEmptySubsequences: false).suffix(maxLines).joined(separator: "\n")
 }

@@ -1,0 +1,84 @@
+import Foundation
+import InferenceCore
+import Testing
+@testable import LyceumServer
+@testable import Replicas
+
+@Suite("Engines and GPUs")
+struct ReplicasTests {
+    func launch(_ profile: HardwareProfile, token: String? = nil) -> ReplicaLaunch {
+        ReplicaLaunch(replicaId: "r1", deploymentId: "d1", hfModelId: "meta-llama/Llama-3.1-8B-Instruct", hfToken: token, profile: profile, port: 9000, devices: ["2", "3"])
+    }
+
+    @Test("vLLM gets its port, served name, tensor parallelism and devices; the token only in the environment")
+    func vllmCommand() throws {
+        var profile = HardwareProfile.defaults(gpuDevices: ["0", "1", "2", "3"]).first { $0.name == "gpu.h100" }!
+        profile.gpuCount = 2
+        let command = try EngineLauncher(lyceumExecutable: "/bin/lyceum", modelCacheDir: "/cache").command(for: launch(profile, token: "hf_abc"))
+        #expect(command.executable == "vllm")
+        #expect(command.arguments == [
+            "serve", "meta-llama/Llama-3.1-8B-Instruct", "--host", "127.0.0.1", "--port", "9000",
+            "--served-model-name", "d1", "--tensor-parallel-size", "2",
+        ])
+        #expect(command.environment["CUDA_VISIBLE_DEVICES"] == "2,3")
+        #expect(command.environment["HF_TOKEN"] == "hf_abc")
+        #expect(command.environment["HF_HOME"] == "/cache")
+        #expect(command.environment["LYCEUM_REPLICA_ID"] == "r1")
+        #expect(!command.arguments.joined(separator: " ").contains("hf_abc"))
+    }
+
+    @Test("the simulator runs as `lyceum engine sim` with the profile's extra arguments")
+    func simCommand() throws {
+        var profile = HardwareProfile.defaults(gpuDevices: []).first { $0.name == "sim.h100" }!
+        profile.engineArgs = ["--ttft-ms", "50"]
+        let command = try EngineLauncher(lyceumExecutable: "/bin/lyceum").command(for: launch(profile))
+        #expect(command.executable == "/bin/lyceum")
+        #expect(command.arguments.prefix(2) == ["engine", "sim"])
+        #expect(command.arguments.suffix(2) == ["--ttft-ms", "50"])
+        #expect(command.healthPath == "/health" && command.servedModelName == "d1")
+    }
+
+    @Test("the cpu engine refuses a model that is not a local GGUF file, saying why")
+    func llamaNeedsGGUF() {
+        let profile = HardwareProfile.defaults(gpuDevices: []).first { $0.name == "cpu" }!
+        #expect(throws: EngineUnavailable.self) { try EngineLauncher(lyceumExecutable: "/x").command(for: launch(profile)) }
+    }
+
+    @Test("nvidia-smi CSV output parses into GPUs with their family")
+    func nvidiaSmi() {
+        let gpus = GPUDiscovery.parse("0, NVIDIA H100 80GB HBM3, 81559, GPU-aaaa\n1, NVIDIA A100-SXM4-40GB, 40960, GPU-bbbb\n\nnot a gpu line\n")
+        #expect(gpus.map(\.index) == ["0", "1"])
+        #expect(gpus.map(\.family) == ["h100", "a100"])
+        #expect(gpus[0].memoryMiB == 81559 && gpus[1].uuid == "GPU-bbbb")
+        #expect(GPUDiscovery.parse("").isEmpty)
+    }
+
+    @Test("discovered GPUs fill the matching profiles; a config file adds and replaces profiles")
+    func configuration() throws {
+        let dir = NSTemporaryDirectory() + "lyceum-cfg-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let file = dir + "/c.json"
+        try Data(#"{"port": 9999, "health_interval_s": 0.5, "hardware_profiles": [{"name": "sim.h100", "engine": "sim", "devices": ["a"], "price_per_hour": "9.00"}, {"name": "sim.l4", "engine": "sim", "gpu_type": "l4", "gpu_count": 1, "devices": ["l0"]}]}"#.utf8).write(to: URL(fileURLWithPath: file))
+        let gpus = GPUDiscovery.parse("0, NVIDIA H100 80GB HBM3, 81559, GPU-a\n")
+        let config = try ServerConfiguration.load(dataDir: dir, configFile: file, gpus: gpus)
+        #expect(config.port == 9999 && config.healthInterval == .milliseconds(500))
+        #expect(config.profiles.first { $0.name == "gpu.h100" }?.devices == ["0"])
+        #expect(config.profiles.first { $0.name == "gpu.a100" }?.devices == [])
+        #expect(config.profiles.first { $0.name == "sim.h100" }?.pricePerHour == "9.00")
+        #expect(config.profiles.contains { $0.name == "sim.l4" })
+        #expect(throws: ConfigurationError.self) { try ServerConfiguration.load(dataDir: dir, configFile: dir + "/missing.json", gpus: []) }
+    }
+
+    @Test("free port, process liveness, and log tails")
+    func processHelpers() throws {
+        let port = try freeLoopbackPort()
+        #expect(port > 0 && port < 65536)
+        #expect(LocalProcessProvider.isRunning(getpid()))
+        #expect(!LocalProcessProvider().isAlive(pid: getpid(), replicaId: "not-this-process"))
+        let dir = NSTemporaryDirectory() + "lyceum-log-" + UUID().uuidString
+        try Data((1...100).map { "line \($0)" }.joined(separator: "\n").utf8).write(to: URL(fileURLWithPath: dir))
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        #expect(logTail(path: dir, maxLines: 3) == "line 98\nline 99\nline 100")
+    }
+}
