@@ -10,6 +10,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "lyceum", targets: ["lyceum"]),
+        .executable(name: "lyceum-bench", targets: ["lyceum-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
@@ -111,6 +112,16 @@ let package = Package(
         .executableTarget(
             name: "lyceum",
             dependencies: ["LyceumCLI"],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "lyceum-bench",
+            dependencies: [
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

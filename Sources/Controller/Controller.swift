@@ -41,6 +41,8 @@ public actor Controller: Service {
     let launcher: EngineLauncher
     let probe: any HealthProbing
     let sealer: SecretSealer
+    /// In-flight requests per replica, so a replica leaving on scale-down is drained first.
+    var traffic: (any TrafficSource)?
     /// Published on every status or health change; the gateway routes from it.
     public nonisolated let routes: RouteTable
     public nonisolated let configuration: ControllerConfiguration
@@ -82,6 +84,9 @@ public actor Controller: Service {
 
     /// Asks for a health pass now (a replica was seen failing, or one may have just become ready).
     public nonisolated func pokeHealth() { healthPokesContinuation.yield() }
+
+    /// Connects the gateway's traffic view (set once at wiring time).
+    public func setTraffic(_ source: any TrafficSource) { traffic = source }
 
     public func run() async throws {
         try FileManager.default.createDirectory(
@@ -422,12 +427,57 @@ public actor Controller: Service {
         }
     }
 
+    /// Pauses a deployment (scale to zero): every replica stopped, billing stops, the next request resumes it.
+    public func pauseDeployment(id: String, reason: String) async throws {
+        stoppingDeployments.insert(id)
+        defer { stoppingDeployments.remove(id) }
+        guard let paused = try await store.updateDeployment(id: id, { d in
+            guard d.status.isActive else { return }
+            d.status = .paused
+            d.desiredReplicas = 0
+        }), paused.status == .paused else { return }
+        publishRoute(paused, status: .paused, reason: nil)
+        try await store.addEvent(deploymentId: id, kind: "paused", message: reason)
+        let replicas = try await store.replicas(deploymentId: id).filter { $0.status.isLive }
+        await withTaskGroup(of: Void.self) { group in
+            for replica in replicas {
+                group.addTask { await self.stopReplica(replica.id, reason: nil) }
+            }
+        }
+    }
+
+    /// Resumes a paused deployment at `min_replicas`; a no-op otherwise. Called by the gateway's first request.
+    public func resumeDeployment(id: String) async throws {
+        guard let resumed = try await store.updateDeployment(id: id, { d in
+            guard d.status == .paused else { return }
+            d.status = .provisioning
+            d.desiredReplicas = d.minReplicas
+            d.lastRequestAt = Date()
+        }), resumed.status == .provisioning, resumed.lastRequestAt.map({ Date().timeIntervalSince($0) < 1 }) == true else { return }
+        try await store.addEvent(deploymentId: id, kind: "resumed", message: "resumed by a request: starting \(resumed.minReplicas) replica\(resumed.minReplicas == 1 ? "" : "s")")
+        publishRoute(resumed, status: .provisioning, reason: nil)
+        poke()
+    }
+
+    /// Serving and starting replicas of a deployment, for the autoscaler.
+    public func replicaCounts(deploymentId: String) -> (ready: Int, starting: Int) {
+        let mine = runtimes.values.filter { $0.deploymentId == deploymentId && !$0.stopping }
+        let ready = mine.filter(\.healthy).count
+        return (ready, mine.count - ready)
+    }
+
     /// Stops one replica's process (if any) and marks it `stopped`.
     func stopReplica(_ id: String, reason: String?) async {
         if let deploymentId = runtimes[id]?.deploymentId {
             runtimes[id]?.stopping = true
-            // No new requests for it from here on.
+            // No new requests for it from here on; on scale-down, let the ones it has finish first.
             try? await refreshStatus(deploymentId: deploymentId)
+            if reason != nil, let traffic {
+                let deadline = Date().addingTimeInterval(configuration.drainTimeout.seconds)
+                while traffic.inFlight(replicaId: id) > 0, Date() < deadline {
+                    try? await Task.sleep(for: .milliseconds(20))
+                }
+            }
             if let pid = runtimes[id]?.pid {
                 await provider.terminate(pid: pid, grace: configuration.stopGrace)
             }

@@ -16,6 +16,8 @@ public struct ControllerConfiguration: Sendable {
     public var maxRestartBackoff: Duration = .seconds(60)
     /// How long a replica process gets to exit after SIGTERM before SIGKILL.
     public var stopGrace: Duration = .seconds(10)
+    /// How long a replica leaving on scale-down may finish its in-flight requests before it is stopped.
+    public var drainTimeout: Duration = .seconds(30)
     /// A running replica that fails its health probe for this long is restarted.
     public var unhealthyRestartAfter: Duration = .seconds(30)
 

@@ -15,6 +15,8 @@ public struct GatewayConfiguration: Sendable {
     public var maxBodyBytes = 32 << 20
     /// How long a request waits for a ready replica (one starting, or devices freeing up) before a 503.
     public var replicaWait: Duration = .seconds(300)
+    /// Requests that may wait for a paused or starting deployment; beyond it, 429 with Retry-After.
+    public var waitQueueLimit = 1000
     /// Upper bound on a replica's time to answer (non-streaming: the whole generation).
     public var upstreamTimeout: Duration = .seconds(900)
 
@@ -133,8 +135,18 @@ public struct Gateway: Sendable {
         OpenAIError(.notFound, "Deployment '\(id)' is stopped; create a new deployment to serve this model again.", type: "invalid_request_error", param: "model", code: "deployment_stopped")
     }
 
-    /// A ready replica for this request, waiting (bounded) while replicas start.
+    /// A ready replica for this request, waiting (bounded, in a bounded queue) while replicas start;
+    /// a request to a paused deployment resumes it.
     private func acquireReplica(_ deploymentId: String, excluding tried: Set<String>, lastFailure: String?) async throws -> RouteTable.Endpoint {
+        if let route = routes.route(deploymentId), route.status.isActive, let endpoint = picker.acquire(from: route.endpoints, excluding: tried) {
+            return endpoint
+        }
+        guard picker.enterQueue(deploymentId, limit: configuration.waitQueueLimit) else {
+            throw OpenAIError(
+                .tooManyRequests, "Deployment '\(deploymentId)' is starting and already has \(configuration.waitQueueLimit) requests waiting; retry shortly.",
+                type: "rate_limit_error", code: "wait_queue_full", retryAfter: 5)
+        }
+        defer { picker.leaveQueue(deploymentId) }
         let deadline = ContinuousClock.now + configuration.replicaWait
         while true {
             guard let route = routes.route(deploymentId) else {
@@ -145,6 +157,8 @@ public struct Gateway: Sendable {
             }
             switch route.status {
             case .stopped: throw Self.stopped(deploymentId)
+            case .paused:
+                try await controller.resumeDeployment(id: deploymentId)
             case .failed:
                 throw OpenAIError(.serviceUnavailable, "Deployment '\(deploymentId)' has failed and has no replica to serve it: \(route.reason ?? "see its replicas' fail_reason")", type: "server_error", code: "deployment_failed")
             default: break

@@ -1,3 +1,4 @@
+import Controller
 import Foundation
 import Histogram
 import Synchronization
@@ -60,13 +61,17 @@ public final class GatewayStats: Sendable {
             _ = histograms[h].record(max(1, latencyMicros))
         }
 
-        func window(now second: Int) -> WindowStats {
+        /// Rate over the last `rateSeconds` complete seconds (recent enough to follow a ramp); counts and
+        /// percentiles over the whole window.
+        func window(now second: Int, rateSeconds: Int) -> WindowStats {
             let n = counts.count
             var requests = 0
             var errorCount = 0
+            var recent = 0
             for i in 0..<n where stamps[i] > second - n && stamps[i] <= second {
                 requests += counts[i]
                 errorCount += errors[i]
+                if stamps[i] >= second - rateSeconds && stamps[i] < second { recent += counts[i] }
             }
             var merged = Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .two)
             let slot = second / Self.slotSeconds
@@ -75,7 +80,7 @@ public final class GatewayStats: Sendable {
             }
             let ms = { (p: Double) in merged.totalCount == 0 ? 0 : Double(merged.valueAtPercentile(p)) / 1000 }
             return WindowStats(
-                requestsPerSecond: Double(requests) / Double(n), p50Ms: ms(50), p95Ms: ms(95), p99Ms: ms(99),
+                requestsPerSecond: Double(recent) / Double(rateSeconds), p50Ms: ms(50), p95Ms: ms(95), p99Ms: ms(99),
                 inFlight: inFlight, errors: errorCount, requests: requests)
         }
     }
@@ -84,9 +89,12 @@ public final class GatewayStats: Sendable {
         var deployments: [String: Series] = [:]
         var replicas: [String: Series] = [:]
         var replicaDeployment: [String: String] = [:]
+        var lastRequestAt: [String: Date] = [:]
     }
 
     let windowSeconds: Int
+    /// Seconds the request rate is averaged over.
+    let rateSeconds = 10
     private let state = Mutex(State())
     private let epoch = ContinuousClock.now
 
@@ -103,6 +111,7 @@ public final class GatewayStats: Sendable {
                 s.replicaDeployment[replicaId] = deploymentId
             } else {
                 s.deployments[deploymentId, default: Series(windowSeconds: w)].inFlight += 1
+                s.lastRequestAt[deploymentId] = Date()
             }
         }
     }
@@ -127,7 +136,7 @@ public final class GatewayStats: Sendable {
     public func window(deploymentId: String) -> WindowStats {
         let now = second
         return state.withLock { s in
-            s.deployments[deploymentId]?.window(now: now)
+            s.deployments[deploymentId]?.window(now: now, rateSeconds: rateSeconds)
         } ?? WindowStats(requestsPerSecond: 0, p50Ms: 0, p95Ms: 0, p99Ms: 0, inFlight: 0, errors: 0, requests: 0)
     }
 
@@ -135,8 +144,8 @@ public final class GatewayStats: Sendable {
     public func renderPrometheus() -> String {
         let now = second
         let (deployments, replicas, owners) = state.withLock { s in
-            (s.deployments.mapValues { ($0.window(now: now), $0.totalRequests, $0.totalErrors) },
-             s.replicas.mapValues { ($0.window(now: now), $0.totalRequests, $0.totalErrors) }, s.replicaDeployment)
+            (s.deployments.mapValues { ($0.window(now: now, rateSeconds: rateSeconds), $0.totalRequests, $0.totalErrors) },
+             s.replicas.mapValues { ($0.window(now: now, rateSeconds: rateSeconds), $0.totalRequests, $0.totalErrors) }, s.replicaDeployment)
         }
         var out = ""
         out += "# HELP lyceum_gateway_requests_total Requests answered by the gateway.\n# TYPE lyceum_gateway_requests_total counter\n"
@@ -162,5 +171,17 @@ public final class GatewayStats: Sendable {
             out += "lyceum_replica_requests_total{deployment=\"\(owners[id] ?? "")\",replica=\"\(id)\"} \(v.1)\n"
         }
         return out
+    }
+}
+
+extension GatewayStats: TrafficSource {
+    public func traffic(deploymentId: String) -> TrafficSnapshot {
+        let w = window(deploymentId: deploymentId)
+        let last = state.withLock { $0.lastRequestAt[deploymentId] }
+        return TrafficSnapshot(requestsPerSecond: w.requestsPerSecond, p95Ms: w.p95Ms, inFlight: w.inFlight, lastRequestAt: last)
+    }
+
+    public func inFlight(replicaId: String) -> Int {
+        state.withLock { $0.replicas[replicaId]?.inFlight ?? 0 }
     }
 }

@@ -8,6 +8,7 @@ public final class ReplicaPicker: Sendable {
     struct State {
         var outstanding: [String: Int] = [:]
         var suspectUntil: [String: ContinuousClock.Instant] = [:]
+        var waiting: [String: Int] = [:]
     }
 
     private let state = Mutex(State())
@@ -45,6 +46,22 @@ public final class ReplicaPicker: Sendable {
     func markSuspect(_ replicaId: String) {
         let until = ContinuousClock.now + suspectFor
         state.withLock { $0.suspectUntil[replicaId] = until }
+    }
+
+    /// Joins a deployment's wait queue (no ready replica yet); false when it is full.
+    func enterQueue(_ deploymentId: String, limit: Int) -> Bool {
+        state.withLock { s in
+            guard s.waiting[deploymentId, default: 0] < limit else { return false }
+            s.waiting[deploymentId, default: 0] += 1
+            return true
+        }
+    }
+
+    func leaveQueue(_ deploymentId: String) {
+        state.withLock { s in
+            let n = s.waiting[deploymentId, default: 1] - 1
+            s.waiting[deploymentId] = n > 0 ? n : nil
+        }
     }
 
     /// Requests in flight per replica, for metrics and the load-spread test.

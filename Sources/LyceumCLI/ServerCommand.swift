@@ -15,6 +15,10 @@ struct ServerCommand: AsyncParsableCommand {
     var dataDir: String?
     @Option(help: "JSON config file (hardware profiles, intervals).") var config: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.") var logLevel: String = "info"
+    @Option(name: .customLong("idle-timeout"), help: "Seconds without requests before a deployment is paused (scaled to zero). Default 3600.")
+    var idleTimeout: Double?
+    @Option(name: .customLong("autoscale-interval"), help: "Seconds between autoscaling decisions. Default 5.")
+    var autoscaleInterval: Double?
 
     func run() async throws {
         let level = Logger.Level(rawValue: logLevel) ?? .info
@@ -29,6 +33,8 @@ struct ServerCommand: AsyncParsableCommand {
         var configuration = try ServerConfiguration.load(dataDir: dataDir, configFile: config, gpus: gpus)
         if let host { configuration.host = host }
         if let port { configuration.port = port }
+        if let idleTimeout { configuration.idleTimeout = .milliseconds(Int64(idleTimeout * 1000)) }
+        if let autoscaleInterval { configuration.autoscaleInterval = .milliseconds(Int64(autoscaleInterval * 1000)) }
         if !gpus.isEmpty {
             logger.info("GPUs found", metadata: ["gpus": "\(gpus.map { "\($0.index): \($0.name)" }.joined(separator: "; "))"])
         }

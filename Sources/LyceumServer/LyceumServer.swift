@@ -57,6 +57,11 @@ public enum LyceumServer {
         let gateway = Gateway(
             store: store, authenticator: authenticator, controller: controller, client: httpClient, background: background)
         gateway.add(to: router)
+        await controller.setTraffic(gateway.stats)
+        var autoscalerConfig = AutoscalerConfiguration()
+        autoscalerConfig.interval = config.autoscaleInterval
+        autoscalerConfig.idleTimeout = config.idleTimeout
+        let autoscaler = Autoscaler(store: store, controller: controller, traffic: gateway.stats, configuration: autoscalerConfig, logger: logger)
         router.get("metrics") { _, _ in
             Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
@@ -78,7 +83,7 @@ public enum LyceumServer {
 
         let group = ServiceGroup(
             // Shut down in reverse: stop taking requests, finish background ones, then stop replicas.
-            services: [controller, background, app], gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [],
+            services: [controller, background, autoscaler, app], gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [],
             logger: logger)
         do {
             try await group.run()

@@ -15,6 +15,8 @@ public struct ServerConfiguration: Sendable {
     public var stopGrace: Duration = .seconds(10)
     public var vllmExecutable = "vllm"
     public var llamaServerExecutable = "llama-server"
+    public var autoscaleInterval: Duration = .seconds(5)
+    public var idleTimeout: Duration = .seconds(3600)
 
     public init(dataDir: String, profiles: [HardwareProfile]) {
         self.dataDir = dataDir
@@ -38,6 +40,8 @@ public struct ServerConfiguration: Sendable {
         var stopGraceS: Double?
         var vllmExecutable: String?
         var llamaServerExecutable: String?
+        var autoscaleIntervalS: Double?
+        var idleTimeoutS: Double?
     }
 
     /// Defaults, with GPU profiles' devices from `gpus`, then the config file (if any) on top.
@@ -73,6 +77,8 @@ public struct ServerConfiguration: Sendable {
         if let v = file.stopGraceS { config.stopGrace = .milliseconds(Int64(v * 1000)) }
         if let v = file.vllmExecutable { config.vllmExecutable = v }
         if let v = file.llamaServerExecutable { config.llamaServerExecutable = v }
+        if let v = file.autoscaleIntervalS { config.autoscaleInterval = .milliseconds(Int64(v * 1000)) }
+        if let v = file.idleTimeoutS { config.idleTimeout = .milliseconds(Int64(v * 1000)) }
         return config
     }
 }

@@ -1,0 +1,78 @@
+import Foundation
+
+/// What the autoscaler knows about a deployment at one decision.
+public struct ScalingInput: Sendable, Equatable {
+    /// Requests per second over the gateway's sliding window.
+    public var requestsPerSecond: Double
+    /// p95 latency over the same window, ms (0 with no traffic).
+    public var p95Ms: Double
+    public var inFlight: Int
+    /// Replicas serving now.
+    public var ready: Int
+    /// Replicas launched but not yet healthy: they count as capacity, so a cold start does not cause overshoot.
+    public var starting: Int
+    public var minReplicas: Int
+    public var maxReplicas: Int
+    public var targetRps: Double
+    public var targetLatencyP95Ms: Double
+
+    public init(
+        requestsPerSecond: Double, p95Ms: Double, inFlight: Int, ready: Int, starting: Int, minReplicas: Int,
+        maxReplicas: Int, targetRps: Double, targetLatencyP95Ms: Double
+    ) {
+        self.requestsPerSecond = requestsPerSecond
+        self.p95Ms = p95Ms
+        self.inFlight = inFlight
+        self.ready = ready
+        self.starting = starting
+        self.minReplicas = minReplicas
+        self.maxReplicas = maxReplicas
+        self.targetRps = targetRps
+        self.targetLatencyP95Ms = targetLatencyP95Ms
+    }
+}
+
+/// A recommended replica count and why, in plain words for the event log.
+public struct ScalingRecommendation: Sendable, Equatable {
+    public var replicas: Int
+    public var reason: String
+}
+
+/// The scaling policy: `ceil(rps / target_rps)`, one more than current capacity when p95 latency is over
+/// target, at most doubling capacity per decision, clamped to `[min, max]`.
+public func recommendReplicas(_ input: ScalingInput) -> ScalingRecommendation {
+    let capacity = input.ready + input.starting
+    let byRate = input.targetRps > 0 ? Int((input.requestsPerSecond / input.targetRps).rounded(.up)) : 0
+    var want = byRate
+    var reason = String(format: "%.1f req/s against %g req/s per replica", input.requestsPerSecond, input.targetRps)
+    if input.requestsPerSecond > 0 || input.inFlight > 0, input.p95Ms > input.targetLatencyP95Ms, capacity + 1 > want {
+        want = capacity + 1
+        reason = String(format: "p95 latency %.0f ms over the %g ms target", input.p95Ms, input.targetLatencyP95Ms)
+    }
+    let ceiling = max(1, capacity) * 2
+    if want > ceiling {
+        want = ceiling
+        reason += " (at most doubling per decision)"
+    }
+    let clamped = min(max(want, input.minReplicas), input.maxReplicas)
+    if clamped != want {
+        reason += clamped > want ? " (raised to min_replicas \(input.minReplicas))" : " (capped at max_replicas \(input.maxReplicas))"
+    }
+    return ScalingRecommendation(replicas: clamped, reason: reason)
+}
+
+/// Keeps scaling from flapping: up at once; down only as low as the highest recommendation seen during
+/// the last `window`, so a dip in noisy traffic does not remove a replica that the next second needs.
+public struct Stabiliser: Sendable {
+    private var history: [(at: ContinuousClock.Instant, replicas: Int)] = []
+
+    public init() {}
+
+    /// The count to run now, given this decision's recommendation.
+    public mutating func decide(_ recommended: Int, current: Int, now: ContinuousClock.Instant, window: Duration) -> Int {
+        history.append((now, recommended))
+        history.removeAll { now - $0.at > window }
+        if recommended >= current { return recommended }
+        return min(current, history.map(\.replicas).max() ?? recommended)
+    }
+}

@@ -1,0 +1,70 @@
+import Testing
+@testable import InferenceCore
+
+@Suite("Scaling policy")
+struct ScalingPolicyTests {
+    func input(rps: Double, p95: Double = 100, ready: Int = 1, starting: Int = 0, min: Int = 1, max: Int = 10) -> ScalingInput {
+        ScalingInput(requestsPerSecond: rps, p95Ms: p95, inFlight: 0, ready: ready, starting: starting, minReplicas: min, maxReplicas: max, targetRps: 10, targetLatencyP95Ms: 500)
+    }
+
+    @Test("the base is ceil(rps / target_rps)")
+    func byRate() {
+        #expect(recommendReplicas(input(rps: 27.5, ready: 2)).replicas == 3)
+        #expect(recommendReplicas(input(rps: 20, ready: 2)).replicas == 2)
+        #expect(recommendReplicas(input(rps: 27.5, ready: 2)).reason == "27.5 req/s against 10 req/s per replica")
+    }
+
+    @Test("latency over target adds a replica even when the rate would not")
+    func byLatency() {
+        let r = recommendReplicas(input(rps: 5, p95: 900, ready: 2))
+        #expect(r.replicas == 3)
+        #expect(r.reason.contains("p95 latency 900 ms"))
+        #expect(recommendReplicas(input(rps: 0, p95: 900, ready: 2)).replicas == 1, "no traffic: stale latency does not scale up")
+    }
+
+    @Test("starting replicas count as capacity, and capacity at most doubles per decision")
+    func coldStart() {
+        #expect(recommendReplicas(input(rps: 100, ready: 1)).replicas == 2)
+        #expect(recommendReplicas(input(rps: 100, ready: 1, starting: 3)).replicas == 8)
+        #expect(recommendReplicas(input(rps: 5, p95: 900, ready: 1, starting: 1)).replicas == 3)
+    }
+
+    @Test("clamped to min and max")
+    func clamp() {
+        #expect(recommendReplicas(input(rps: 0, min: 2)).replicas == 2)
+        #expect(recommendReplicas(input(rps: 1000, ready: 8, max: 5)).replicas == 5)
+    }
+}
+
+@Suite("Stabilisation window")
+struct StabiliserTests {
+    @Test("scales up at once, down only after the window")
+    func upNowDownLater() {
+        var s = Stabiliser()
+        let t0 = ContinuousClock.now
+        let window = Duration.seconds(300)
+        #expect(s.decide(3, current: 1, now: t0, window: window) == 3)
+        #expect(s.decide(1, current: 3, now: t0 + .seconds(60), window: window) == 3)
+        #expect(s.decide(1, current: 3, now: t0 + .seconds(299), window: window) == 3)
+        #expect(s.decide(1, current: 3, now: t0 + .seconds(361), window: window) == 1)
+    }
+
+    @Test("noisy steady load around a boundary causes no flapping")
+    func noisySteadyLoad() {
+        var s = Stabiliser()
+        let t0 = ContinuousClock.now
+        var current = 2
+        var actions = 0
+        var rng = SystemRandomNumberGenerator()
+        // An hour of decisions every 5 s, rate 20 +/- 3 req/s against 10 req/s per replica.
+        for i in 0..<720 {
+            let rps = 20 + Double(Int(rng.next(upperBound: UInt(7)))) - 3
+            let rec = recommendReplicas(ScalingInput(requestsPerSecond: rps, p95Ms: 100, inFlight: 5, ready: current, starting: 0, minReplicas: 1, maxReplicas: 10, targetRps: 10, targetLatencyP95Ms: 500))
+            let next = s.decide(rec.replicas, current: current, now: t0 + .seconds(5 * i), window: .seconds(300))
+            if next != current { actions += 1 }
+            current = next
+        }
+        #expect(actions <= 1, "scaled \(actions) times under steady load")
+        #expect(current == 3)
+    }
+}
