@@ -35,6 +35,7 @@ public struct ControlPlaneRoutes: Sendable {
         api.get("inference/models") { _, _ in try await catalogue() }
         api.get("inference/replica/:replica_id/logs") { _, context in try await replicaLogs(context) }
         api.get("inference/events") { request, context in try await events(request, context) }
+        api.get("inference/usage") { request, context in try await usage(request, context) }
         api.get("pricing") { _, _ in pricing() }
         api.post("admin/keys") { request, context in try await createKey(request, context) }
     }
@@ -164,6 +165,53 @@ public struct ControlPlaneRoutes: Sendable {
             EventList(
                 deploymentId: deployment.id,
                 events: events.map { EventInfo(at: WireJSON.timestamp($0.at), kind: $0.kind, message: $0.message) }))
+    }
+
+    /// Replica-seconds and cost per deployment over `[from, to]` (ISO 8601; default: the last 30 days to now).
+    func usage(_ request: Request, _ context: LyceumRequestContext) async throws -> Response {
+        let caller = try context.requireCaller()
+        let now = Date()
+        let query = request.uri.queryParameters
+        func date(_ name: String, _ fallback: Date) throws -> Date {
+            guard let text = query.get(name), !text.isEmpty else { return fallback }
+            if let d = try? Date(text, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true)) { return d }
+            if let d = try? Date(text, strategy: Date.ISO8601FormatStyle()) { return d }
+            if let d = try? Date(text + "T00:00:00Z", strategy: Date.ISO8601FormatStyle()) { return d }
+            throw ValidationFailure([ValidationIssue(loc: ["query", name], msg: "Input should be an ISO 8601 date or date-time", type: "datetime_parsing")])
+        }
+        let from = try date("from", now.addingTimeInterval(-30 * 86400))
+        let to = try date("to", now)
+        var deploymentId: String?
+        if let id = query.get("deployment_id"), !id.isEmpty {
+            deploymentId = try await ownedDeployment(id, caller: caller, includeTerminated: true).id
+        }
+        let runs = try await store.runs(orgId: caller.orgId, deploymentId: deploymentId, from: from, to: to)
+        var perDeployment: [String: (profile: String, seconds: Double, cost: Decimal)] = [:]
+        for run in runs {
+            let seconds = run.seconds(from: from, to: to, now: now)
+            let price = Decimal(string: run.pricePerHour) ?? 0
+            var entry = perDeployment[run.deploymentId] ?? (run.hardwareProfile, 0, 0)
+            entry.seconds += seconds
+            entry.cost += price * Decimal(seconds) / 3600
+            perDeployment[run.deploymentId] = entry
+        }
+        let rows = perDeployment.sorted { $0.key < $1.key }.map {
+            DeploymentUsage(deploymentId: $0.key, hardwareProfile: $0.value.profile, replicaSeconds: ($0.value.seconds * 1000).rounded() / 1000, cost: money($0.value.cost))
+        }
+        let totalSeconds = perDeployment.values.reduce(0) { $0 + $1.seconds }
+        let totalCost = perDeployment.values.reduce(Decimal(0)) { $0 + $1.cost }
+        return DetailErrorMiddleware.respond(
+            .ok,
+            UsageResponse(
+                from: WireJSON.timestamp(from), to: WireJSON.timestamp(to), currency: "USD",
+                replicaSeconds: (totalSeconds * 1000).rounded() / 1000, cost: money(totalCost), deployments: rows))
+    }
+
+    func money(_ value: Decimal) -> String {
+        var v = value
+        var rounded = Decimal()
+        NSDecimalRound(&rounded, &v, 4, .plain)
+        return String(format: "%.4f", NSDecimalNumber(decimal: rounded).doubleValue)
     }
 
     func pricing() -> Response {

@@ -270,9 +270,18 @@ public actor Controller: Service {
     }
 
     private func processStarted(_ replicaId: String, pid: Int32) async {
-        guard runtimes[replicaId] != nil else { return }
+        guard let runtime = runtimes[replicaId] else { return }
         runtimes[replicaId]?.pid = pid
         try? await store.updateReplica(id: replicaId) { $0.pid = pid }
+        // Billing runs from the launch until the process stops.
+        if let deployment = try? await store.deployment(id: runtime.deploymentId),
+            let profile = configuration.profile(named: deployment.hardwareProfile)
+        {
+            try? await store.openRun(
+                ReplicaRunRecord(
+                    replicaId: replicaId, deploymentId: deployment.id, orgId: deployment.orgId,
+                    hardwareProfile: profile.name, pricePerHour: profile.pricePerHour, startedAt: runtime.startedAt))
+        }
         if runtimes[replicaId]?.stopping == true {
             await provider.terminate(pid: pid, grace: configuration.stopGrace)
         }
@@ -282,6 +291,7 @@ public actor Controller: Service {
     func processEnded(_ replicaId: String, description: String) async {
         guard let runtime = runtimes.removeValue(forKey: replicaId) else { return }
         devicesInUse.subtract(runtime.devices)
+        try? await store.closeRun(replicaId: replicaId, at: Date())
         if runtime.stopping { return }
         let tail = logTail(path: configuration.logPath(replicaId: replicaId), maxLines: 8)
         let reason = (runtime.killReason ?? "engine \(description)") + (tail.isEmpty ? "" : ": \(tail)")
@@ -488,6 +498,7 @@ public actor Controller: Service {
             }
             if let runtime = runtimes.removeValue(forKey: id) { devicesInUse.subtract(runtime.devices) }
         }
+        try? await store.closeRun(replicaId: id, at: Date())
         restartNotBefore[id] = nil
         let now = Date()
         if let record = try? await store.updateReplica(id: id, { r in
@@ -538,6 +549,8 @@ public actor Controller: Service {
                     await provider.terminate(pid: pid, grace: configuration.stopGrace)
                 }
                 let wasRunning = replica.pid != nil
+                // A crash neither loses nor double-counts time: the run ends when the replica was last seen alive.
+                try? await store.closeRun(replicaId: replica.id, at: replica.lastSeenAlive ?? replica.startedAt ?? Date())
                 try? await store.updateReplica(id: replica.id) { r in
                     r.status = .stopped
                     r.healthy = false

@@ -73,6 +73,18 @@ enum Schema {
                 t.column("completedAt", .datetime)
             }
         }
+        m.registerMigration("v3-metering") { db in
+            try db.create(table: "replica_runs") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("replicaId", .text).notNull().indexed()
+                t.column("deploymentId", .text).notNull().indexed()
+                t.column("orgId", .text).notNull().indexed()
+                t.column("hardwareProfile", .text).notNull()
+                t.column("pricePerHour", .text).notNull()
+                t.column("startedAt", .datetime).notNull()
+                t.column("endedAt", .datetime)
+            }
+        }
         return m
     }
 }

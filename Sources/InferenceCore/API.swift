@@ -213,3 +213,37 @@ public struct DetailIssues: Codable, Sendable {
     public var detail: [ValidationIssue]
     public init(detail: [ValidationIssue]) { self.detail = detail }
 }
+
+/// Replica time and its cost for one deployment over a period.
+public struct DeploymentUsage: Codable, Sendable {
+    public var deploymentId: String
+    public var hardwareProfile: String
+    public var replicaSeconds: Double
+    /// Decimal string in `currency`.
+    public var cost: String
+
+    public init(deploymentId: String, hardwareProfile: String, replicaSeconds: Double, cost: String) {
+        self.deploymentId = deploymentId
+        self.hardwareProfile = hardwareProfile
+        self.replicaSeconds = replicaSeconds
+        self.cost = cost
+    }
+}
+
+public struct UsageResponse: Codable, Sendable {
+    public var from: String
+    public var to: String
+    public var currency: String
+    public var replicaSeconds: Double
+    public var cost: String
+    public var deployments: [DeploymentUsage]
+
+    public init(from: String, to: String, currency: String, replicaSeconds: Double, cost: String, deployments: [DeploymentUsage]) {
+        self.from = from
+        self.to = to
+        self.currency = currency
+        self.replicaSeconds = replicaSeconds
+        self.cost = cost
+        self.deployments = deployments
+    }
+}

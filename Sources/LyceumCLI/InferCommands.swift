@@ -132,3 +132,28 @@ func oneLine(_ s: String, limit: Int = 100) -> String {
     let flat = s.replacingOccurrences(of: "\n", with: " | ")
     return flat.count > limit ? String(flat.prefix(limit - 1)) + "…" : flat
 }
+
+/// `lyceum infer usage [ID]`: replica time and cost.
+struct Usage: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show replica-seconds and cost, per deployment.")
+    @OptionGroup var client: ClientOptions
+    @Argument(help: "A deployment id; all your deployments if omitted.") var id: String?
+    @Option(help: "Start (ISO 8601 date or date-time; default 30 days ago).") var from: String?
+    @Option(help: "End (default now).") var to: String?
+    @Flag var json = false
+
+    func run() async throws {
+        let api = client.client()
+        var query: [String] = []
+        if let id { query.append("deployment_id=\(queryEscape(id))") }
+        if let from { query.append("from=\(queryEscape(from))") }
+        if let to { query.append("to=\(queryEscape(to))") }
+        let data = try await api.request(.GET, "/api/v2/external/inference/usage" + (query.isEmpty ? "" : "?" + query.joined(separator: "&")))
+        if json { return printJSON(data) }
+        let usage = try api.decode(UsageResponse.self, from: data)
+        print("From \(shortTime(usage.from)) to \(shortTime(usage.to)) UTC")
+        print(table(["DEPLOYMENT", "PROFILE", "REPLICA-SECONDS", "COST (\(usage.currency))"], usage.deployments.map {
+            [$0.deploymentId, $0.hardwareProfile, String(format: "%.1f", $0.replicaSeconds), $0.cost]
+        } + [["total", "", String(format: "%.1f", usage.replicaSeconds), usage.cost]]))
+    }
+}

@@ -16,7 +16,7 @@ struct Infer: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Create, follow, call and stop deployments.",
         subcommands: [
-            Deploy.self, Status.self, Deployments.self, Stop.self, Models.self, Chat.self, ReplicaGroup.self, Events.self,
+            Deploy.self, Status.self, Deployments.self, Stop.self, Models.self, Chat.self, ReplicaGroup.self, Events.self, Usage.self,
         ]
     )
 }
