@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Measures what the gateway adds on top of calling a simulator replica directly, side by side in one run:
 # non-streaming latency at fixed open-loop rates, time to first token and chunk gaps with 16 concurrent
-# streams, and the gateway's resident memory per open stream. Writes docs/benchmarks.md.
+# streams, and the gateway's resident memory per open stream. Writes its section of docs/benchmarks.md.
 #
 # The server (gateway) is pinned to CPU 0; the simulator replica and the load generator to CPU 1, so the
 # gateway's cost is not hidden by, or blamed on, the load generator. Release builds.
@@ -51,12 +51,11 @@ done
 # Memory per open stream: 512 slow streams (2 s each) held open through the gateway at once.
 $RUN streams --url "$GATEWAY" --key "$KEY" --model "$ID" --concurrency 512 --requests 512 --max-tokens 1000 --label "gateway-hold" --rss-pid "$SERVER_PID" >>"$RESULTS"
 
-python3 - "$RESULTS" "$DURATION" <<'PY' | tee docs/benchmarks.md
+python3 - "$RESULTS" "$DURATION" <<'PY' | python3 scripts/bench_section.py gateway
 import json, sys, platform, os, subprocess
 rows = [json.loads(l) for l in open(sys.argv[1])]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown")
-print("# Benchmarks\n")
-print("## Gateway overhead (issue 3)\n")
+print("## Gateway overhead: `scripts/bench-gateway.sh`\n")
 print(f"Measured by `scripts/bench-gateway.sh` (release build) on {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}.")
 print("The server is pinned to CPU 0; the simulator replica (2 ms to first token, 2 ms between tokens, no jitter) and")
 print("`lyceum-bench` (open loop, latency from each request's scheduled send time, HdrHistogram) to CPU 1.")

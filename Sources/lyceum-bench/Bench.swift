@@ -14,7 +14,7 @@ import Synchronization
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lyceum-bench", abstract: "Open-loop load for OpenAI-compatible chat endpoints.",
-        subcommands: [Rate.self, Streams.self])
+        subcommands: [Rate.self, Streams.self, Replay.self])
 }
 
 struct Target: ParsableArguments {
