@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SPEEDUP="${SPEEDUP:-10}"          # 10 trace seconds per wall second
 SPAN="${SPAN:-1200}"              # trace seconds replayed (the first 20 minutes hold the peak minute)
-TARGET_RPS="${TARGET_RPS:-20}"    # per replica
+TARGET_RPS="${TARGET_RPS:-15}"    # per replica
 TARGET_MS="${TARGET_MS:-1500}"    # p95 latency target
 CONFIG="${CONFIG:-release}"
 
@@ -19,14 +19,14 @@ LYCEUM="$PWD/.build/$CONFIG/lyceum"
 BENCH="$PWD/.build/$CONFIG/lyceum-bench"
 TRACE="$(cd .. && pwd)/shared/traces/azure-llm-2023-code.csv"
 
-# Replica model: 8 sequences at once, 40 ms to first token plus prefill, 8 ms per output token (about 30 req/s
+# Replica model: 8 sequences at once, 40 ms to first token plus 0.05 ms per prompt word, 8 ms per output token (about 20 req/s
 # per replica on this trace's lengths), and a cold start of 6 s (a minute of trace time at 10x).
 WORK="$(mktemp -d)"
 cat >"$WORK/config.json" <<JSON
 {"health_interval_s": 1, "reconcile_interval_s": 0.5, "hardware_profiles": [
   {"name": "sim.trace", "engine": "sim", "gpu_type": "h100", "gpu_count": 1, "price_per_hour": "2.50",
    "devices": ["t0","t1","t2","t3","t4","t5","t6","t7","t8","t9","t10","t11","t12","t13","t14","t15"], "ready_timeout_s": 60,
-   "engine_args": ["--startup-s", "6", "--ttft-ms", "40", "--prefill-ms-per-token", "0.5", "--itl-ms", "8", "--max-num-seqs", "8", "--jitter", "0.1"]}]}
+   "engine_args": ["--startup-s", "6", "--ttft-ms", "40", "--prefill-ms-per-token", "0.05", "--itl-ms", "8", "--max-num-seqs", "8", "--jitter", "0.1"]}]}
 JSON
 "$LYCEUM" server --port 0 --data-dir "$WORK/data" --config "$WORK/config.json" --autoscale-interval 1 --log-level warning >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
@@ -85,7 +85,7 @@ speed, span, target_rps, target_ms, config = sys.argv[2:7]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown")
 print("## Autoscaling on a production trace: `scripts/bench-autoscale.sh`\n")
 print(f"The first {int(float(span))} s of the Azure LLM code trace (bursty), replayed {speed}x faster, open loop, through the gateway")
-print(f"({config} build, {os.cpu_count()} cores, {cpu}). Simulator replicas: 8 sequences at once, 40 ms + 0.5 ms per prompt word to first")
+print(f"({config} build, {os.cpu_count()} cores, {cpu}). Simulator replicas: 8 sequences at once, 40 ms + 0.05 ms per prompt word to first")
 print(f"token, 8 ms per output token, 6 s cold start. Target {target_rps} req/s per replica and p95 {target_ms} ms; stabilisation 30 s;")
 print("decisions every second. Replica-seconds are the usage API's, over the replay only.\n")
 print("| provisioning | replicas | requests | errors | within target | p50 ms | p95 ms | p99 ms | replica-seconds | scaling actions |")
