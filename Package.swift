@@ -84,6 +84,7 @@ let package = Package(
             dependencies: [
                 "InferenceCore",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),

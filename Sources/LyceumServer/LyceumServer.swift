@@ -81,10 +81,13 @@ public enum LyceumServer {
             },
             logger: logger)
 
-        let group = ServiceGroup(
-            // Shut down in reverse: stop taking requests, finish background ones, then stop replicas.
-            services: [controller, background, autoscaler, app], gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [],
-            logger: logger)
+        // Shut down in reverse: stop taking requests, finish background ones, then stop replicas. A drain that
+        // hangs turns into cancellation after 90 s, which still tears down every replica process group.
+        var groupConfig = ServiceGroupConfiguration(
+            services: ([controller, background, autoscaler, app] as [any Service]).map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        groupConfig.maximumGracefulShutdownDuration = .seconds(90)
+        let group = ServiceGroup(configuration: groupConfig)
         do {
             try await group.run()
         } catch {

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import InferenceCore
+import ServiceLifecycle
 
 /// `lyceum engine sim`: an OpenAI-compatible model-server simulator.
 ///
@@ -53,7 +54,11 @@ public struct SimServer: Sendable {
             exit(1)
         }
         print("lyceum engine sim: serving \(config.servedModelName) (simulating \(config.model)) on \(config.host):\(config.port)")
-        try await buildApplication().runService()
+        let app = buildApplication()
+        // A stuck drain must not keep the process alive: after 5 s, shutdown turns into cancellation.
+        var group = ServiceGroupConfiguration(services: [.init(service: app)], gracefulShutdownSignals: [.sigterm, .sigint], logger: app.logger)
+        group.maximumGracefulShutdownDuration = .seconds(5)
+        try await ServiceGroup(configuration: group).run()
     }
 
     // MARK: Completions
