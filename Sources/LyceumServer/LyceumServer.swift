@@ -54,8 +54,11 @@ public enum LyceumServer {
             profiles: config.profiles
         ).add(to: router)
         let background = BackgroundRequests()
+        var gatewayConfig = GatewayConfiguration()
+        gatewayConfig.waitQueueLimit = config.waitQueueLimit
         let gateway = Gateway(
-            store: store, authenticator: authenticator, controller: controller, client: httpClient, background: background)
+            store: store, authenticator: authenticator, controller: controller, client: httpClient, background: background,
+            configuration: gatewayConfig)
         gateway.add(to: router)
         await controller.setTraffic(gateway.stats)
         var autoscalerConfig = AutoscalerConfiguration()

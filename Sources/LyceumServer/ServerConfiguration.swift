@@ -17,6 +17,8 @@ public struct ServerConfiguration: Sendable {
     public var llamaServerExecutable = "llama-server"
     public var autoscaleInterval: Duration = .seconds(5)
     public var idleTimeout: Duration = .seconds(3600)
+    /// Requests one paused or starting deployment may hold waiting; beyond it, 429.
+    public var waitQueueLimit = 1000
 
     public init(dataDir: String, profiles: [HardwareProfile]) {
         self.dataDir = dataDir
@@ -42,6 +44,7 @@ public struct ServerConfiguration: Sendable {
         var llamaServerExecutable: String?
         var autoscaleIntervalS: Double?
         var idleTimeoutS: Double?
+        var waitQueueLimit: Int?
     }
 
     /// Defaults, with GPU profiles' devices from `gpus`, then the config file (if any) on top.
@@ -79,6 +82,7 @@ public struct ServerConfiguration: Sendable {
         if let v = file.llamaServerExecutable { config.llamaServerExecutable = v }
         if let v = file.autoscaleIntervalS { config.autoscaleInterval = .milliseconds(Int64(v * 1000)) }
         if let v = file.idleTimeoutS { config.idleTimeout = .milliseconds(Int64(v * 1000)) }
+        if let v = file.waitQueueLimit { config.waitQueueLimit = max(1, v) }
         return config
     }
 }
