@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test: Swift unit and integration tests, then end-to-end tests against real
 # `lyceum server` processes with real simulator replicas and the official `openai` client.
-# Installs what the tests need: a Python virtual environment in .venv (pytest, openai, requests).
+# Installs what the tests need: a Python virtual environment in .venv (pytest, openai, requests, gguf)
+# and llama.cpp's llama-server (built from PyPI's llama-cpp-python source, cached per version).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -x .venv/bin/pytest ] || ! .venv/bin/python -c "import openai, requests" 2>/dev/null; then
+if [ ! -x .venv/bin/pytest ] || ! .venv/bin/python -c "import openai, requests, gguf" 2>/dev/null; then
   python3 -m venv .venv
   .venv/bin/pip install --quiet --upgrade pip
   .venv/bin/pip install --quiet -r tests/e2e/requirements.txt
@@ -13,5 +14,8 @@ fi
 
 swift build
 swift test
+
+# Real llama.cpp replicas: build llama-server once (cached in ~/.cache/lyceum, a few minutes the first time).
+.build/debug/lyceum engine install llama.cpp
 
 LYCEUM_BIN="$PWD/.build/debug/lyceum" .venv/bin/pytest tests/e2e -v -p no:cacheprovider "$@"

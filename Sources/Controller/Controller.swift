@@ -582,7 +582,3 @@ public actor Controller: Service {
         profile.devices.filter { !devicesInUse.contains($0) }.count
     }
 }
-
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
-}

@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import InferenceCore
 
 /// An error on the data plane, rendered in OpenAI's shape so SDKs raise their matching exception.
 public struct OpenAIError: Error, Sendable, CustomStringConvertible {
@@ -62,21 +63,4 @@ struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             return OpenAIError(.internalServerError, "Internal server error; see the server log", type: "server_error").response
         }
     }
-}
-
-func jsonEscape(_ s: String) -> String {
-    var out = ""
-    out.reserveCapacity(s.utf8.count)
-    for c in s.unicodeScalars {
-        switch c {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        case _ where c.value < 0x20: out += String(format: "\\u%04x", c.value)
-        default: out.unicodeScalars.append(c)
-        }
-    }
-    return out
 }

@@ -44,5 +44,21 @@ struct ServerCommand: AsyncParsableCommand {
 
 /// `lyceum engine ...`: the model servers the platform can start.
 struct Engine: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Model-server engines.", subcommands: [SimCommand.self])
+    static let configuration = CommandConfiguration(abstract: "Model-server engines.", subcommands: [SimCommand.self, Install.self])
+
+    /// `lyceum engine install llama.cpp`: builds llama-server once and caches it.
+    struct Install: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Install an engine (llama.cpp: build llama-server from source, cached per version).")
+        @Argument(help: "Engine to install: llama.cpp") var engine: String
+        @Option(help: "llama-cpp-python version whose vendored llama.cpp is built.") var version: String = LlamaCppInstaller.defaultVersion
+
+        func validate() throws {
+            guard engine == "llama.cpp" else { throw ValidationError("only llama.cpp can be installed (vLLM: pip install vllm on a GPU machine)") }
+        }
+
+        func run() async throws {
+            let path = try await LlamaCppInstaller(version: version).install()
+            print(path)
+        }
+    }
 }

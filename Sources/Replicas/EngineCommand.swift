@@ -106,8 +106,13 @@ public struct EngineLauncher: Sendable {
                     "the cpu profile serves local GGUF files for now: '\(launch.hfModelId)' is not a .gguf file on this machine"
                 )
             }
+            guard let server = LlamaCppInstaller.locate(configured: llamaServerExecutable) else {
+                throw EngineUnavailable(
+                    "llama-server is not installed: run `lyceum engine install llama.cpp` (builds it once, about 4 minutes on 2 cores), or set llama_server_executable in the server config"
+                )
+            }
             return EngineCommand(
-                executable: llamaServerExecutable,
+                executable: server,
                 arguments: [
                     "-m", model, "--host", "127.0.0.1", "--port", String(launch.port), "-a", launch.deploymentId,
                     "--parallel", "4", "--metrics",

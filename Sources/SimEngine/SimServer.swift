@@ -226,23 +226,6 @@ private func error(_ status: HTTPResponse.Status, _ message: String, _ type: Str
     json(status, #"{"error":{"message":"\#(jsonEscape(message))","type":"\#(type)","param":null,"code":\#(status.code)}}"#)
 }
 
-func jsonEscape(_ s: String) -> String {
-    var out = ""
-    out.reserveCapacity(s.utf8.count)
-    for c in s.unicodeScalars {
-        switch c {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        case _ where c.value < 0x20: out += String(format: "\\u%04x", c.value)
-        default: out.unicodeScalars.append(c)
-        }
-    }
-    return out
-}
-
 func fnv1a(_ s: String) -> UInt64 {
     var h: UInt64 = 0xcbf2_9ce4_8422_2325
     for b in s.utf8 {
@@ -250,8 +233,4 @@ func fnv1a(_ s: String) -> UInt64 {
         h = h &* 0x100_0000_01b3
     }
     return h
-}
-
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }
