@@ -37,4 +37,7 @@ public final class RouteTable: Sendable {
     public func publish(_ deploymentId: String, _ route: Route?) {
         routes.withLock { $0[deploymentId] = route }
     }
+
+    /// Every published route, for `/metrics`.
+    public func snapshot() -> [String: Route] { routes.withLock { $0 } }
 }

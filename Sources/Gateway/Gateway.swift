@@ -7,6 +7,7 @@ import Hummingbird
 import InferenceCore
 import NIOCore
 import NIOHTTP1
+import Synchronization
 
 /// The gateway's knobs.
 public struct GatewayConfiguration: Sendable {
@@ -24,7 +25,7 @@ public struct GatewayConfiguration: Sendable {
 }
 
 /// The OpenAI-compatible data plane: one endpoint, every deployment behind it, load-balanced and retried.
-public struct Gateway: Sendable {
+public final class Gateway: Sendable {
     let store: DeploymentStore
     let authenticator: Authenticator
     let routes: RouteTable
@@ -34,6 +35,9 @@ public struct Gateway: Sendable {
     let configuration: GatewayConfiguration
     public let picker = ReplicaPicker()
     public let stats: GatewayStats
+    let startedAt = ContinuousClock.now
+    /// When stored request results were last pruned (they are kept 24 hours, at least the promised hour).
+    let lastPrune = Mutex(ContinuousClock.now)
 
     public init(
         store: DeploymentStore, authenticator: Authenticator, controller: Controller, client: HTTPClient,
@@ -51,10 +55,10 @@ public struct Gateway: Sendable {
 
     public func add<Context: RequestContext>(to router: Router<Context>) {
         let v1 = router.group("openai/v1").add(middleware: OpenAIErrorMiddleware<Context>())
-        v1.post("chat/completions") { request, _ in try await complete(request, path: "/v1/chat/completions", chat: true) }
-        v1.post("completions") { request, _ in try await complete(request, path: "/v1/completions", chat: false) }
-        v1.get("models") { request, _ in try await models(request) }
-        v1.get("chat/completions/:request_id") { request, context in
+        v1.post("chat/completions") { [self] request, _ in try await complete(request, path: "/v1/chat/completions", chat: true) }
+        v1.post("completions") { [self] request, _ in try await complete(request, path: "/v1/completions", chat: false) }
+        v1.get("models") { [self] request, _ in try await models(request) }
+        v1.get("chat/completions/:request_id") { [self] request, context in
             try await storedResult(request, id: try context.parameters.require("request_id"))
         }
     }
@@ -355,12 +359,37 @@ public struct Gateway: Sendable {
             return try outcome.get().response
         }
         try await store.insertPendingResult(id: requestId, orgId: orgId, deploymentId: deploymentId)
+        if lastPrune.withLock({ last in
+            guard ContinuousClock.now - last > .seconds(3600) else { return false }
+            last = ContinuousClock.now
+            return true
+        }) {
+            try? await store.pruneResults(olderThan: Date().addingTimeInterval(-86400))
+        }
         return Response(
             status: .accepted, headers: [.contentType: "application/json"],
             body: .init(byteBuffer: ByteBuffer(string: #"{"request_id":"\#(requestId)","status":"pending"}"#)))
     }
 
     // MARK: Other routes
+
+    /// Prometheus text: the gateway's request series and the server's own gauges.
+    public func metrics() -> String {
+        let routes = self.routes.snapshot()
+        var out = stats.renderPrometheus()
+        out += "# HELP lyceum_server_uptime_seconds Seconds since the server started.\n# TYPE lyceum_server_uptime_seconds gauge\n"
+        out += "lyceum_server_uptime_seconds \((ContinuousClock.now - startedAt).seconds)\n"
+        out += "# HELP lyceum_deployments Deployments known to the gateway, by status.\n# TYPE lyceum_deployments gauge\n"
+        let byStatus = Dictionary(grouping: routes.values, by: \.status.rawValue).mapValues(\.count)
+        for status in DeploymentStatus.allCases {
+            out += "lyceum_deployments{status=\"\(status.rawValue)\"} \(byStatus[status.rawValue] ?? 0)\n"
+        }
+        out += "# HELP lyceum_deployment_ready_replicas Replicas ready to take requests.\n# TYPE lyceum_deployment_ready_replicas gauge\n"
+        for (id, route) in routes.sorted(by: { $0.key < $1.key }) where route.status != .stopped {
+            out += "lyceum_deployment_ready_replicas{deployment=\"\(id)\"} \(route.endpoints.count)\n"
+        }
+        return out
+    }
 
     func storedResult(_ request: Request, id: String) async throws -> Response {
         guard let caller = try await authenticator.caller(authorization: request.headers[.authorization]) else {

@@ -68,7 +68,7 @@ public enum LyceumServer {
         router.get("metrics") { _, _ in
             Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
-                body: .init(byteBuffer: ByteBuffer(string: gateway.stats.renderPrometheus())))
+                body: .init(byteBuffer: ByteBuffer(string: gateway.metrics())))
         }
 
         let dataDir = config.dataDir
