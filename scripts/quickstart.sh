@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, start to finish: build `lyceum`, start the server, deploy a model on simulated H100s
 # with two replicas, wait until it runs, chat with it through the OpenAI-compatible gateway (CLI and
-# the official `openai` client), show its status and events, stop it, and shut the server down.
+# curl), show its status and events, stop it; then run real llama.cpp inference on CPU (a generated
+# tiny model), chat with it, show usage, and shut the server down.
 #
 # The `sim.*` hardware profiles run the built-in model-server simulator: real processes, real sockets,
 # deterministic filler text. It is not a model; it exists so the platform runs on any machine.
@@ -47,5 +48,21 @@ echo "==> lyceum infer events $ID"
 
 echo "==> lyceum infer stop $ID"
 "$LYCEUM" infer stop "$ID"
+
+echo "==> Real inference on CPU: llama.cpp's llama-server (built once and cached; a few minutes the first time)"
+"$LYCEUM" engine install llama.cpp
+# Downloading models from the Hugging Face Hub is not built yet, so this deploys a tiny random-weight
+# llama-architecture model generated here: its text is gibberish, but every token is real llama.cpp inference.
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import gguf" 2>/dev/null; then
+  python3 -m venv .venv && .venv/bin/pip install --quiet -r tests/e2e/requirements.txt
+fi
+.venv/bin/python tools/make_tiny_gguf.py "$DATA_DIR/tiny.gguf"
+echo "==> lyceum infer deploy $DATA_DIR/tiny.gguf -g cpu -w -y   (a generated tiny model, not a real language model)"
+"$LYCEUM" infer deploy "$DATA_DIR/tiny.gguf" -g cpu -w -y
+CPU_ID="$("$LYCEUM" infer deployments --json | python3 -c 'import json,sys; print([d for d in json.load(sys.stdin)["deployments"] if d["hardware_profile"] == "cpu"][0]["deployment_id"])')"
+echo "==> lyceum infer chat -d $CPU_ID -p 'Hello' -t 16"
+"$LYCEUM" infer chat -d "$CPU_ID" -p "Hello" -t 16
+"$LYCEUM" infer stop "$CPU_ID"
+"$LYCEUM" infer usage
 "$LYCEUM" infer deployments --all
 echo "==> Done. The server shuts down now (SIGTERM); its log is $DATA_DIR.log"
