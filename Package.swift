@@ -64,6 +64,7 @@ let package = Package(
             dependencies: [
                 "InferenceCore", "DeploymentStore", "Controller", "Replicas",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),

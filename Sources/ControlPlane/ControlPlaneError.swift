@@ -1,6 +1,7 @@
 import DeploymentStore
 import Foundation
 import Hummingbird
+import NIOCore
 import InferenceCore
 
 /// An error the control plane answers with `{"detail": "..."}`.
@@ -35,6 +36,8 @@ struct DetailErrorMiddleware: RouterMiddleware {
         } catch let error as ControlPlaneError {
             return Self.respond(error.status, DetailMessage(detail: error.detail))
         } catch let error as HTTPError where error.status == .contentTooLarge {
+            return Self.respond(.contentTooLarge, DetailMessage(detail: "Request body is larger than the limit of 1 MiB"))
+        } catch is NIOTooManyBytesError {
             return Self.respond(.contentTooLarge, DetailMessage(detail: "Request body is larger than the limit of 1 MiB"))
         } catch let error as HTTPError {
             return Self.respond(error.status, DetailMessage(detail: error.body ?? error.status.reasonPhrase))

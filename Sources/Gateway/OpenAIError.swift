@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import NIOCore
 import InferenceCore
 
 /// An error on the data plane, rendered in OpenAI's shape so SDKs raise their matching exception.
@@ -54,6 +55,8 @@ struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             return try await next(request, context)
         } catch let error as OpenAIError {
             return error.response
+        } catch is NIOTooManyBytesError {
+            return OpenAIError(.contentTooLarge, "Request body is larger than the limit", type: "invalid_request_error").response
         } catch let error as HTTPError where error.status == .contentTooLarge {
             return OpenAIError(.contentTooLarge, "Request body is larger than the limit", type: "invalid_request_error").response
         } catch let error as HTTPError {

@@ -54,6 +54,7 @@ public struct SimServer: Sendable {
             exit(1)
         }
         print("lyceum engine sim: serving \(config.servedModelName) (simulating \(config.model)) on \(config.host):\(config.port)")
+        fflush(nil)
         let app = buildApplication()
         // A stuck drain must not keep the process alive: after 5 s, shutdown turns into cancellation.
         var group = ServiceGroupConfiguration(services: [.init(service: app)], gracefulShutdownSignals: [.sigterm, .sigint], logger: app.logger)
