@@ -67,7 +67,7 @@ public final class Gateway: Sendable {
 
     /// One request: authenticate, resolve the deployment, then forward (streaming, waiting, or bounded wait).
     func complete(_ request: Request, path: String, chat: Bool) async throws -> Response {
-        let requestId = "req_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
+        let requestId = newRequestID()
         do {
             var response = try await route(request, requestId: requestId, path: path, chat: chat)
             response.headers[HTTPField.Name.requestID] = requestId

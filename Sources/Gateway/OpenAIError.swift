@@ -48,22 +48,31 @@ public struct OpenAIError: Error, Sendable, CustomStringConvertible {
     }
 }
 
-/// Renders every error under `/openai/v1` in OpenAI's shape; the server keeps running whatever a request throws.
+/// Every answer under `/openai/v1` carries an `x-request-id`, and every error is rendered in OpenAI's shape;
+/// the server keeps running whatever a request throws.
 struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var response: Response
         do {
-            return try await next(request, context)
+            response = try await next(request, context)
         } catch let error as OpenAIError {
-            return error.response
+            response = error.response
         } catch is NIOTooManyBytesError {
-            return OpenAIError(.contentTooLarge, "Request body is larger than the limit", type: "invalid_request_error").response
-        } catch let error as HTTPError where error.status == .contentTooLarge {
-            return OpenAIError(.contentTooLarge, "Request body is larger than the limit", type: "invalid_request_error").response
+            response = OpenAIError(.contentTooLarge, "Request body is larger than the limit", type: "invalid_request_error").response
         } catch let error as HTTPError {
-            return OpenAIError(error.status, error.body ?? error.status.reasonPhrase, type: "invalid_request_error").response
+            response = OpenAIError(error.status, error.body ?? error.status.reasonPhrase, type: "invalid_request_error").response
         } catch {
             context.logger.error("gateway request failed", metadata: ["error": "\(error)"])
-            return OpenAIError(.internalServerError, "Internal server error; see the server log", type: "server_error").response
+            response = OpenAIError(.internalServerError, "Internal server error; see the server log", type: "server_error").response
         }
+        if response.headers[.requestID] == nil {
+            response.headers[.requestID] = newRequestID()
+        }
+        return response
     }
+}
+
+/// `req_` and 32 hex digits: the id of one data-plane answer.
+func newRequestID() -> String {
+    "req_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
 }

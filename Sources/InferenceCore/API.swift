@@ -51,6 +51,22 @@ public struct ReplicaInfo: Codable, Sendable {
         self.restartCount = restartCount
         self.createdAt = createdAt
     }
+
+    enum CodingKeys: String, CodingKey {
+        case replicaId, status, healthy, lastHealthCheck, failReason, restartCount, createdAt
+    }
+
+    /// Contract fields are always present: a missing value is `null`, never an absent key.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(replicaId, forKey: .replicaId)
+        try c.encode(status, forKey: .status)
+        try c.encode(healthy, forKey: .healthy)
+        try c.encode(lastHealthCheck, forKey: .lastHealthCheck)
+        try c.encode(failReason, forKey: .failReason)
+        try c.encode(restartCount, forKey: .restartCount)
+        try c.encode(createdAt, forKey: .createdAt)
+    }
 }
 
 public struct DeploymentInfo: Codable, Sendable {
@@ -130,6 +146,23 @@ public struct CatalogueModel: Codable, Sendable {
         self.pricePerHour = pricePerHour
         self.isGpuAvailable = isGpuAvailable
         self.readyTimeoutS = readyTimeoutS
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case servingName, hfModelId, hardwareProfile, gpuType, gpuCount, pricePerHour, isGpuAvailable, readyTimeoutS
+    }
+
+    /// `is_gpu_available` is true, false or null, and always present.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(servingName, forKey: .servingName)
+        try c.encode(hfModelId, forKey: .hfModelId)
+        try c.encode(hardwareProfile, forKey: .hardwareProfile)
+        try c.encode(gpuType, forKey: .gpuType)
+        try c.encode(gpuCount, forKey: .gpuCount)
+        try c.encode(pricePerHour, forKey: .pricePerHour)
+        try c.encode(isGpuAvailable, forKey: .isGpuAvailable)
+        try c.encode(readyTimeoutS, forKey: .readyTimeoutS)
     }
 }
 

@@ -103,3 +103,15 @@ struct StatusTests {
         #expect(aggregateStatus(current: .paused, replicas: [], healthy: 0) == .paused)
     }
 }
+
+@Suite("Wire shapes")
+struct WireShapeTests {
+    @Test("optional contract fields are encoded as null, never left out")
+    func nullsStay() throws {
+        let replica = ReplicaInfo(replicaId: "r", status: .pending, healthy: false, lastHealthCheck: nil, failReason: nil, restartCount: 0, createdAt: "t")
+        let json = String(decoding: try WireJSON.encoder.encode(replica), as: UTF8.self)
+        #expect(json.contains("\"fail_reason\":null") && json.contains("\"last_health_check\":null"))
+        let model = CatalogueModel(servingName: "s", hfModelId: "m", hardwareProfile: "cpu", gpuType: "cpu", gpuCount: 0, pricePerHour: "0", isGpuAvailable: nil, readyTimeoutS: 1)
+        #expect(String(decoding: try WireJSON.encoder.encode(model), as: UTF8.self).contains("\"is_gpu_available\":null"))
+    }
+}

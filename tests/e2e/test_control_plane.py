@@ -30,6 +30,9 @@ def test_create_runs_two_replicas_then_stop_leaves_no_process(start_server):
     for field in ("deployment_id", "hf_model_id", "hardware_profile", "status", "current_replicas", "desired_replicas",
                   "min_replicas", "max_replicas", "target_rps", "target_latency_p95_ms", "stabilisation_window", "created_at"):
         assert field in running, field
+    for replica in info["replicas"]:
+        assert set(replica) >= {"replica_id", "status", "healthy", "last_health_check", "fail_reason"}, replica
+        assert replica["fail_reason"] is None
     ids = replica_ids(server, d)
     assert len(engine_pids(ids)) == 2
 
@@ -202,9 +205,27 @@ def test_catalogue_pricing_and_events_have_the_documented_shapes(start_server):
     by_profile = {m["hardware_profile"]: m for m in models}
     assert by_profile["sim.h100"]["is_gpu_available"] is True
     assert by_profile["gpu.h100"]["is_gpu_available"] in (True, False)
+    assert "is_gpu_available" in by_profile["cpu"] and by_profile["cpu"]["is_gpu_available"] is None
     prices = server.request("GET", f"{API}/pricing").json()
     assert {p["hardware_profile"]: p["price_per_hour"] for p in prices["prices"]}["sim.h100"] == "2.50"
     d = server.create()
     server.wait_status(d, "running")
     events = server.events(d)
     assert [e["kind"] for e in events][0] == "created" and all(set(e) == {"at", "kind", "message"} for e in events)
+
+
+def test_first_start_writes_a_private_admin_key_and_a_second_server_cannot_share_the_data_dir(start_server, tmp_path):
+    server = start_server()
+    key_file = os.path.join(server.data_dir, "admin.key")
+    assert oct(os.stat(key_file).st_mode & 0o777) == "0o600"
+    assert server.key.startswith("lk_") and len(server.key) > 20
+    db = open(os.path.join(server.data_dir, "lyceum.db"), "rb").read()
+    assert server.key.encode() not in db, "API keys are stored hashed, never in clear"
+    second = subprocess.run([LYCEUM_BIN, "server", "--port", "0", "--data-dir", server.data_dir],
+                            capture_output=True, text=True, timeout=30)
+    assert second.returncode != 0 and "already using this data directory" in (second.stderr + second.stdout)
+    assert requests.get(server.url + "/health", timeout=5).status_code == 200
+    server.terminate()
+    server.start()
+    assert server.key == open(key_file).read().strip()
+    assert server.log_text().count(server.key) == 1, "the admin key is printed once, on the first start only"
