@@ -19,7 +19,9 @@ WORK="$(mktemp -d)"
 cat >"$WORK/config.json" <<JSON
 {"health_interval_s": 1, "hardware_profiles": [
   {"name": "sim.bench", "engine": "sim", "gpu_type": "h100", "gpu_count": 1, "price_per_hour": "0", "devices": ["b0"],
-   "ready_timeout_s": 30, "engine_args": ["--ttft-ms", "2", "--itl-ms", "2", "--jitter", "0", "--max-num-seqs", "1024"]}]}
+   "ready_timeout_s": 30, "engine_args": ["--ttft-ms", "2", "--itl-ms", "2", "--jitter", "0", "--max-num-seqs", "1024"]},
+  {"name": "sim.hold", "engine": "sim", "gpu_type": "h100", "gpu_count": 1, "price_per_hour": "0", "devices": ["h0"],
+   "ready_timeout_s": 30, "engine_args": ["--ttft-ms", "2", "--itl-ms", "500", "--jitter", "0", "--max-num-seqs", "1024"]}]}
 JSON
 taskset -c 0 "$LYCEUM" server --port 0 --data-dir "$WORK/data" --config "$WORK/config.json" --log-level warning >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
@@ -48,8 +50,10 @@ for c in 16 64; do
   $RUN streams --url "$DIRECT" --model "$ID" --concurrency "$c" --requests $((c * 20)) --max-tokens 32 --label "direct" >>"$RESULTS"
   $RUN streams --url "$GATEWAY" --key "$KEY" --model "$ID" --concurrency "$c" --requests $((c * 20)) --max-tokens 32 --label "gateway" >>"$RESULTS"
 done
-# Memory per open stream: 512 slow streams (2 s each) held open through the gateway at once.
-$RUN streams --url "$GATEWAY" --key "$KEY" --model "$ID" --concurrency 512 --requests 512 --max-tokens 1000 --label "gateway-hold" --rss-pid "$SERVER_PID" >>"$RESULTS"
+# Memory per open stream: 512 slow streams (a token every 500 ms, 10 s each) held open through the gateway at
+# once, on their own deployment so the gateway is not CPU-bound while they are counted.
+HOLD="$(LYCEUM_BASE_URL=$URL LYCEUM_API_KEY=$KEY "$LYCEUM" infer deploy bench/hold -g sim.hold -w -y --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["deployment_id"])')"
+$RUN streams --url "$GATEWAY" --key "$KEY" --model "$HOLD" --concurrency 512 --requests 512 --max-tokens 20 --label "gateway-hold" --rss-pid "$SERVER_PID" >>"$RESULTS"
 
 python3 - "$RESULTS" "$DURATION" <<'PY' | python3 scripts/bench_section.py gateway
 import json, sys, platform, os, subprocess
@@ -76,8 +80,9 @@ for d, g in zip(st[0::2], st[1::2]):
         added = f"{g['ttft_p99_ms']-d['ttft_p99_ms']:+.3f}" if r is g else ""
         print(f"| {r['concurrency']} | {r['label']} | {r['streams']} | {r['errors']} | {r['chunks_min']}-{r['chunks_max']} | {r['ttft_p50_ms']:.3f} | {r['ttft_p99_ms']:.3f} | {r['gap_p99_ms']:.3f} | {added} |")
 hold = next(r for r in rows if r["label"] == "gateway-hold")
-per = (hold["rss_all_open_kib"] - hold["rss_before_kib"]) / max(1, hold["concurrency"])
+per = (hold["rss_at_peak_kib"] - hold["rss_before_kib"]) / max(1, hold["peak_open"])
 print(f"\n### Memory per open stream\n")
-print(f"{hold['concurrency']} streams open through the gateway at once: server RSS {hold['rss_before_kib']} KiB before, "
-      f"{hold['rss_all_open_kib']} KiB with all open: **{per:.1f} KiB per open stream** (errors: {hold['errors']}).")
+print(f"{hold['concurrency']} streams opened through the gateway at once ({hold['errors']} errors); at most {hold['peak_open']} open together: "
+      f"server RSS {hold['rss_before_kib']} KiB before, {hold['rss_at_peak_kib']} KiB then: "
+      f"**{per:.1f} KiB per open stream** (server process as a whole, after the warm-up runs above).")
 PY

@@ -74,7 +74,9 @@ public enum LyceumServer {
         let dataDir = config.dataDir
         let app = Application(
             router: router,
-            configuration: .init(address: .hostname(config.host, port: config.port), serverName: "lyceum"),
+            // A deep accept queue: bursts of hundreds of new connections (a resumed deployment, a load test)
+            // must queue, not be refused.
+            configuration: .init(address: .hostname(config.host, port: config.port), serverName: "lyceum", backlog: 4096),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? config.port
                 let url = "http://\(config.host):\(port)"

@@ -43,7 +43,7 @@ public struct SimServer: Sendable {
         }
         return Application(
             router: router,
-            configuration: .init(address: .hostname(config.host, port: config.port), serverName: "lyceum-sim"))
+            configuration: .init(address: .hostname(config.host, port: config.port), serverName: "lyceum-sim", backlog: 4096))
     }
 
     /// Runs the simulator until SIGTERM/SIGINT.

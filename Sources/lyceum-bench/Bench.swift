@@ -130,6 +130,7 @@ struct Streams: AsyncParsableCommand {
         var chunks: [Int] = []
         var errors = 0
         var open = 0
+        var peakOpen = 0
         var peakRSSKiB = 0
     }
 
@@ -140,7 +141,6 @@ struct Streams: AsyncParsableCommand {
         let baseline = rssPid.map(rssKiB) ?? 0
         let perWorker = max(1, requests / concurrency)
         let pid = rssPid
-        let concurrency = self.concurrency
         await withTaskGroup(of: Void.self) { group in
             for _ in 0..<concurrency {
                 group.addTask {
@@ -169,7 +169,11 @@ struct Streams: AsyncParsableCommand {
                                     } else {
                                         _ = s.ttft.record(micros(now - sent))
                                         s.open += 1
-                                        if let pid, s.open == concurrency { s.peakRSSKiB = max(s.peakRSSKiB, rssKiB(pid)) }
+                                        // Resident memory at the most streams open at once.
+                                        if let pid, s.open > s.peakOpen {
+                                            s.peakOpen = s.open
+                                            s.peakRSSKiB = rssKiB(pid)
+                                        }
                                     }
                                 }
                                 last = now
@@ -194,7 +198,8 @@ struct Streams: AsyncParsableCommand {
         ]
         if rssPid != nil {
             out["rss_before_kib"] = baseline
-            out["rss_all_open_kib"] = s.peakRSSKiB
+            out["rss_at_peak_kib"] = s.peakRSSKiB
+            out["peak_open"] = s.peakOpen
         }
         try emit(out)
     }
