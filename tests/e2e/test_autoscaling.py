@@ -89,8 +89,9 @@ def test_idle_deployment_pauses_and_a_burst_of_50_resumes_it_with_every_request_
     server = start_server(config={"hardware_profiles": [PROFILE]}, args=["--autoscale-interval", "0.3", "--idle-timeout", "3"])
     d = server.create(hardware_profile="sim.scale", min_replicas=1, max_replicas=2)
     server.wait_status(d, "running")
-    paused = server.wait_status(d, "paused", timeout=20)
-    assert paused["current_replicas"] == 0
+    server.wait_status(d, "paused", timeout=20)
+    # Paused first (so a request arriving now resumes it), then its replicas stop.
+    wait_for(lambda: server.get(d)["current_replicas"] == 0, timeout=10, what="replicas stopped after the pause")
     replica_ids = [r["id"] for r in server.replica_rows(d)]
     assert engine_pids(replica_ids) == {}, "a paused deployment keeps no replica process"
     assert any(e["kind"] == "paused" and "without requests" in e["message"] for e in server.events(d))

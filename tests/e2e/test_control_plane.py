@@ -139,7 +139,7 @@ def test_a_full_device_pool_keeps_new_replicas_pending_until_devices_free_up(sta
     server.wait_status(a, "running")
     b = server.create(hardware_profile="sim.tiny")
     waiting = wait_for(lambda: (r := server.get(b)["replicas"]) and r[0]["fail_reason"] and r, what="a waiting reason")
-    assert server.get(b)["status"] == "provisioning"
+    server.wait_status(b, "provisioning", timeout=5)
     assert waiting[0]["status"] == "pending" and waiting[0]["fail_reason"].startswith("waiting for devices")
     assert engine_pids([waiting[0]["replica_id"]]) == {}
     server.stop(a)
@@ -174,6 +174,8 @@ def test_after_sigkill_a_restart_readopts_live_replicas_and_replaces_dead_ones(s
     server.start()
     info = server.wait_status(d, "running")
     assert engine_pids([survivor]) == {p: r for p, r in pids.items() if r == survivor}, "the live replica was adopted, same pid"
+    wait_for(lambda: {r["replica_id"]: r for r in server.get(d, include_terminated=True)["replicas"]}[victim]["status"] == "stopped",
+             what="recovery to reap the dead replica")
     wait_for(lambda: server.get(d)["current_replicas"] == 2, what="the dead replica replaced")
     replicas = {r["replica_id"]: r for r in server.get(d, include_terminated=True)["replicas"]}
     assert replicas[victim]["status"] == "stopped"
