@@ -531,9 +531,9 @@ public actor Controller: Service {
         guard let replicas = try? await store.liveReplicas() else { return }
         for replica in replicas {
             guard let deployment = try? await store.deployment(id: replica.deploymentId) else { continue }
-            let profile = configuration.profile(named: deployment.hardwareProfile)
             if let pid = replica.pid, let port = replica.port, deployment.status.isActive,
-                provider.isAlive(pid: pid, replicaId: replica.id), let profile
+                configuration.profile(named: deployment.hardwareProfile) != nil,
+                provider.isAlive(pid: pid, replicaId: replica.id)
             {
                 let devices = replica.deviceList
                 devicesInUse.formUnion(devices)
@@ -541,7 +541,6 @@ public actor Controller: Service {
                     deploymentId: deployment.id, pid: pid, port: port, devices: devices, healthPath: "/health",
                     servedModelName: deployment.id, startedAt: replica.startedAt ?? Date(), adopted: true,
                     healthy: replica.healthy)
-                _ = profile
                 try? await store.addEvent(deploymentId: deployment.id, kind: "replica_adopted", message: "replica \(replica.id) (pid \(pid)) re-adopted after a server restart")
                 logger.info("re-adopted replica", metadata: ["replica.id": "\(replica.id)", "replica.pid": "\(pid)"])
             } else {

@@ -10,7 +10,7 @@ struct CLIFailure: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// The platform's HTTP API as the CLI uses it. async-http-client, since URLSession cannot stream on Linux.
+/// The platform's HTTP API as the CLI uses it, over async-http-client (which also streams on Linux).
 struct APIClient {
     let baseURL: String
     let apiKey: String?
