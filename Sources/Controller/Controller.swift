@@ -420,38 +420,36 @@ public actor Controller: Service {
 
     /// Stops every replica of a deployment and marks it `stopped`; returns once their processes are gone.
     public func stopDeployment(id: String) async throws {
-        stoppingDeployments.insert(id)
-        defer { stoppingDeployments.remove(id) }
-        guard let stopped = try await store.updateDeployment(id: id, { d in
-            d.status = .stopped
-            d.stoppedAt = Date()
-            d.desiredReplicas = 0
-        }) else { return }
-        publishRoute(stopped, status: .stopped, reason: nil)
-        try await store.addEvent(deploymentId: id, kind: "stopped", message: "stopped by request")
-        let replicas = try await store.replicas(deploymentId: id).filter { $0.status.isLive }
-        await withTaskGroup(of: Void.self) { group in
-            for replica in replicas {
-                group.addTask { await self.stopReplica(replica.id, reason: nil) }
-            }
-        }
+        try await takeDown(id, to: .stopped, event: "stopped by request")
     }
 
     /// Pauses a deployment (scale to zero): every replica stopped, billing stops, the next request resumes it.
     public func pauseDeployment(id: String, reason: String) async throws {
+        try await takeDown(id, to: .paused, event: reason)
+    }
+
+    /// Moves a deployment to `stopped` (from any state) or `paused` (only from an active one), stops routing
+    /// to it at once, then stops its replicas. Nothing new is launched for it meanwhile.
+    private func takeDown(_ id: String, to status: DeploymentStatus, event: String) async throws {
         stoppingDeployments.insert(id)
         defer { stoppingDeployments.remove(id) }
-        guard let paused = try await store.updateDeployment(id: id, { d in
-            guard d.status.isActive else { return }
-            d.status = .paused
+        guard let record = try await store.updateDeployment(id: id, { d in
+            guard status == .stopped || d.status.isActive else { return }
+            d.status = status
             d.desiredReplicas = 0
-        }), paused.status == .paused else { return }
-        publishRoute(paused, status: .paused, reason: nil)
-        try await store.addEvent(deploymentId: id, kind: "paused", message: reason)
+            if status == .stopped { d.stoppedAt = Date() }
+        }), record.status == status else { return }
+        publishRoute(record, status: status, reason: nil)
+        try await store.addEvent(deploymentId: id, kind: status.rawValue, message: event)
         let replicas = try await store.replicas(deploymentId: id).filter { $0.status.isLive }
+        await stopReplicas(replicas.map(\.id), reason: nil)
+    }
+
+    /// Stops replicas concurrently; returns once all are stopped.
+    private func stopReplicas(_ ids: [String], reason: String?) async {
         await withTaskGroup(of: Void.self) { group in
-            for replica in replicas {
-                group.addTask { await self.stopReplica(replica.id, reason: nil) }
+            for id in ids {
+                group.addTask { await self.stopReplica(id, reason: reason) }
             }
         }
     }
@@ -517,11 +515,7 @@ public actor Controller: Service {
         shuttingDown = true
         let ids = Array(runtimes.keys)
         logger.info("stopping replicas before shutdown", metadata: ["replicas": "\(ids.count)"])
-        await withTaskGroup(of: Void.self) { group in
-            for id in ids {
-                group.addTask { await self.stopReplica(id, reason: "the server shut down") }
-            }
-        }
+        await stopReplicas(ids, reason: "the server shut down")
     }
 
     // MARK: Recovery

@@ -223,32 +223,33 @@ public final class Gateway: Sendable {
             do {
                 let response = try await client.execute(upstreamRequest(endpoint, path: path, body: body), timeout: timeAmount(configuration.upstreamTimeout))
                 let data = try await response.body.collect(upTo: 64 << 20)
-                picker.release(endpoint.replicaId)
                 let serverError = response.status.code >= 500
-                stats.end(deploymentId: deploymentId, replicaId: endpoint.replicaId, latency: ContinuousClock.now - attemptStart, failed: serverError)
                 if serverError && attempt < configuration.maxAttempts {
-                    lastFailure = "replica \(endpoint.replicaId) answered \(response.status.code)"
-                    suspect(endpoint)
+                    lastFailure = attemptFailed(deploymentId, endpoint, since: attemptStart, "answered \(response.status.code)")
                     continue
                 }
+                picker.release(endpoint.replicaId)
+                stats.end(deploymentId: deploymentId, replicaId: endpoint.replicaId, latency: ContinuousClock.now - attemptStart, failed: serverError)
                 failed = serverError
                 return Answer(
                     status: HTTPResponse.Status(code: Int(response.status.code)),
                     contentType: response.headers.first(name: "content-type") ?? "application/json", body: data,
                     replicaId: endpoint.replicaId)
             } catch {
-                picker.release(endpoint.replicaId)
-                stats.end(deploymentId: deploymentId, replicaId: endpoint.replicaId, latency: ContinuousClock.now - attemptStart, failed: true)
-                lastFailure = "replica \(endpoint.replicaId): \(error)"
-                suspect(endpoint)
+                lastFailure = attemptFailed(deploymentId, endpoint, since: attemptStart, "\(error)")
             }
         }
         throw OpenAIError(.serviceUnavailable, "The request failed on \(tried.count) replicas; last: \(lastFailure ?? "unknown")", type: "server_error", code: "replicas_failed")
     }
 
-    private func suspect(_ endpoint: RouteTable.Endpoint) {
+    /// One attempt failed before anything reached the caller: count it against the replica, avoid that
+    /// replica for a while and have the health checker look at it now; returns the failure, for the message.
+    private func attemptFailed(_ deploymentId: String, _ endpoint: RouteTable.Endpoint, since: ContinuousClock.Instant, _ why: String) -> String {
+        picker.release(endpoint.replicaId)
+        stats.end(deploymentId: deploymentId, replicaId: endpoint.replicaId, latency: ContinuousClock.now - since, failed: true)
         picker.markSuspect(endpoint.replicaId)
         controller.pokeHealth()
+        return "replica \(endpoint.replicaId): \(why)"
     }
 
     /// Streaming: retried only until the replica's answer head arrives; from then on bytes pass straight
@@ -267,23 +268,18 @@ public final class Gateway: Sendable {
                 throw error
             }
             tried.insert(endpoint.replicaId)
+            let attemptStart = ContinuousClock.now
             stats.begin(deploymentId: deploymentId, replicaId: endpoint.replicaId)
             let upstream: HTTPClientResponse
             do {
                 upstream = try await client.execute(upstreamRequest(endpoint, path: path, body: body), timeout: timeAmount(configuration.upstreamTimeout))
             } catch {
-                picker.release(endpoint.replicaId)
-                stats.end(deploymentId: deploymentId, replicaId: endpoint.replicaId, latency: ContinuousClock.now - start, failed: true)
-                lastFailure = "replica \(endpoint.replicaId): \(error)"
-                suspect(endpoint)
+                lastFailure = attemptFailed(deploymentId, endpoint, since: attemptStart, "\(error)")
                 continue
             }
             if upstream.status.code >= 500 && attempt < configuration.maxAttempts {
                 _ = try? await upstream.body.collect(upTo: 1 << 20)
-                picker.release(endpoint.replicaId)
-                stats.end(deploymentId: deploymentId, replicaId: endpoint.replicaId, latency: ContinuousClock.now - start, failed: true)
-                lastFailure = "replica \(endpoint.replicaId) answered \(upstream.status.code)"
-                suspect(endpoint)
+                lastFailure = attemptFailed(deploymentId, endpoint, since: attemptStart, "answered \(upstream.status.code)")
                 continue
             }
             let (picker, stats) = (self.picker, self.stats)
@@ -292,9 +288,9 @@ public final class Gateway: Sendable {
                 var broken = false
                 defer {
                     picker.release(endpoint.replicaId)
-                    let elapsed = ContinuousClock.now - start
-                    stats.end(deploymentId: deploymentId, replicaId: endpoint.replicaId, latency: elapsed, failed: broken || !ok)
-                    stats.end(deploymentId: deploymentId, latency: elapsed, failed: broken || !ok)
+                    let now = ContinuousClock.now
+                    stats.end(deploymentId: deploymentId, replicaId: endpoint.replicaId, latency: now - attemptStart, failed: broken || !ok)
+                    stats.end(deploymentId: deploymentId, latency: now - start, failed: broken || !ok)
                 }
                 var iterator = upstream.body.makeAsyncIterator()
                 var endsCleanly = true
