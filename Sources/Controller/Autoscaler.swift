@@ -13,17 +13,41 @@ public protocol TrafficSource: Sendable {
 }
 
 public struct TrafficSnapshot: Sendable {
+    /// Arrivals per second over the rate window.
     public var requestsPerSecond: Double
+    /// Arrivals per second over the last couple of seconds.
+    public var burstRequestsPerSecond: Double
     public var p95Ms: Double
     public var inFlight: Int
     public var lastRequestAt: Date?
 
-    public init(requestsPerSecond: Double, p95Ms: Double, inFlight: Int, lastRequestAt: Date?) {
+    public init(requestsPerSecond: Double, burstRequestsPerSecond: Double = 0, p95Ms: Double, inFlight: Int, lastRequestAt: Date?) {
         self.requestsPerSecond = requestsPerSecond
+        self.burstRequestsPerSecond = burstRequestsPerSecond
         self.p95Ms = p95Ms
         self.inFlight = inFlight
         self.lastRequestAt = lastRequestAt
     }
+}
+
+/// What the autoscaler acts on: the controller, or a stand-in in unit tests.
+public protocol ReplicaFleet: Sendable {
+    func replicaCounts(deploymentId: String) async -> (ready: Int, starting: Int)
+    func pauseDeployment(id: String, reason: String) async throws
+    /// Asks for a reconcile pass now (desired counts changed).
+    func poke()
+}
+
+extension Controller: ReplicaFleet {}
+
+/// The autoscaler's time: a wall-clock date (idle periods are compared with stored request times) and a
+/// monotonic instant (the stabilisation window). Tests inject one that moves both together.
+public struct AutoscalerClock: Sendable {
+    public var now: @Sendable () -> (date: Date, instant: ContinuousClock.Instant)
+
+    public init(now: @escaping @Sendable () -> (date: Date, instant: ContinuousClock.Instant)) { self.now = now }
+
+    public static let system = AutoscalerClock { (Date(), .now) }
 }
 
 public struct AutoscalerConfiguration: Sendable {
@@ -38,17 +62,24 @@ public struct AutoscalerConfiguration: Sendable {
 /// Decides each active deployment's replica count from its traffic, and pauses idle ones.
 public actor Autoscaler: Service {
     let store: DeploymentStore
-    let controller: Controller
+    let fleet: any ReplicaFleet
     let traffic: any TrafficSource
     let configuration: AutoscalerConfiguration
+    let clock: AutoscalerClock
     let logger: Logger
     var stabilisers: [String: Stabiliser] = [:]
+    /// When each deployment's short window last led a decision.
+    var lastBurst: [String: ContinuousClock.Instant] = [:]
 
-    public init(store: DeploymentStore, controller: Controller, traffic: any TrafficSource, configuration: AutoscalerConfiguration, logger: Logger) {
+    public init(
+        store: DeploymentStore, fleet: any ReplicaFleet, traffic: any TrafficSource, configuration: AutoscalerConfiguration,
+        clock: AutoscalerClock = .system, logger: Logger
+    ) {
         self.store = store
-        self.controller = controller
+        self.fleet = fleet
         self.traffic = traffic
         self.configuration = configuration
+        self.clock = clock
         self.logger = logger
     }
 
@@ -63,8 +94,9 @@ public actor Autoscaler: Service {
         }
     }
 
-    func decideAll() async throws {
-        let now = Date()
+    /// One decision for every running or provisioning deployment.
+    public func decideAll() async throws {
+        let (now, instant) = clock.now()
         for deployment in try await store.unstoppedDeployments() where deployment.status == .running || deployment.status == .provisioning {
             let t = traffic.traffic(deploymentId: deployment.id)
             var lastActivity = [deployment.lastRequestAt, t.lastRequestAt, deployment.createdAt].compactMap { $0 }.max()!
@@ -75,17 +107,20 @@ public actor Autoscaler: Service {
             let idle = now.timeIntervalSince(lastActivity)
             if t.inFlight == 0, idle >= configuration.idleTimeout.seconds {
                 stabilisers[deployment.id] = nil
-                try await controller.pauseDeployment(id: deployment.id, reason: "paused after \(Int(idle)) s without requests")
+                lastBurst[deployment.id] = nil
+                try await fleet.pauseDeployment(id: deployment.id, reason: "paused after \(Int(idle)) s without requests")
                 continue
             }
-            let (ready, starting) = await controller.replicaCounts(deploymentId: deployment.id)
+            let (ready, starting) = await fleet.replicaCounts(deploymentId: deployment.id)
             let recommendation = recommendReplicas(
                 ScalingInput(
-                    requestsPerSecond: t.requestsPerSecond, p95Ms: t.p95Ms, inFlight: t.inFlight, ready: ready, starting: starting,
+                    requestsPerSecond: t.requestsPerSecond, burstRequestsPerSecond: t.burstRequestsPerSecond,
+                    inBurst: lastBurst[deployment.id].map { instant - $0 < .seconds(deployment.stabilisationWindow) } ?? false, p95Ms: t.p95Ms, inFlight: t.inFlight, ready: ready, starting: starting,
                     minReplicas: deployment.minReplicas, maxReplicas: deployment.maxReplicas, targetRps: deployment.targetRps,
                     targetLatencyP95Ms: deployment.targetLatencyP95Ms))
+            if recommendation.burst { lastBurst[deployment.id] = instant }
             let desired = stabilisers[deployment.id, default: Stabiliser()].decide(
-                recommendation.replicas, current: deployment.desiredReplicas, now: .now,
+                recommendation.replicas, current: deployment.desiredReplicas, now: instant,
                 window: .seconds(deployment.stabilisationWindow))
             guard desired != deployment.desiredReplicas else { continue }
             // Re-read: a stop or pause may have happened while we decided.
@@ -95,7 +130,7 @@ public actor Autoscaler: Service {
             let message = "scaled \(deployment.desiredReplicas) -> \(desired): \(recommendation.reason)"
             try await store.addEvent(deploymentId: deployment.id, kind: "scaled", message: message)
             logger.info("scaled", metadata: ["deployment.id": "\(deployment.id)", "reason": "\(message)"])
-            controller.poke()
+            fleet.poke()
         }
     }
 }

@@ -5,7 +5,10 @@ import Synchronization
 
 /// A deployment's (or replica's) traffic over a sliding window: the autoscaler's input and `/metrics`.
 public struct WindowStats: Sendable, Equatable {
+    /// Arrivals per second over the rate window (demand, counted when requests arrive, not when answered).
     public var requestsPerSecond: Double
+    /// Arrivals per second over the last `burstSeconds`: the autoscaler's early warning of a burst.
+    public var burstRequestsPerSecond: Double
     public var p50Ms: Double
     public var p95Ms: Double
     public var p99Ms: Double
@@ -16,14 +19,18 @@ public struct WindowStats: Sendable, Equatable {
 
 /// Per-deployment and per-replica request statistics.
 ///
-/// Each series keeps one-second request/error counts and a latency histogram per ten-second slot, over the
-/// last `window`; percentiles merge the slots' HdrHistograms (not a sorted list of samples).
+/// Each series keeps one-second arrival, completion and error counts and a latency histogram per ten-second
+/// slot, over the last `window`; percentiles merge the slots' HdrHistograms (not a sorted list of samples).
+/// Rates count arrivals: when replicas fall behind, completions are capped by capacity and would hide
+/// exactly the demand the autoscaler must see.
 public final class GatewayStats: Sendable {
     struct Series {
         static let slotSeconds = 10
         var counts: [Int]
         var errors: [Int]
         var stamps: [Int]
+        var arrivals: [Int]
+        var arrivalStamps: [Int]
         var histograms: [Histogram<UInt64>]
         var histogramStamps: [Int]
         var inFlight = 0
@@ -33,10 +40,29 @@ public final class GatewayStats: Sendable {
         init(windowSeconds: Int) {
             counts = Array(repeating: 0, count: windowSeconds)
             errors = counts
+            arrivals = counts
             stamps = Array(repeating: -1, count: windowSeconds)
+            arrivalStamps = stamps
             let slots = max(1, windowSeconds / Self.slotSeconds)
             histograms = (0..<slots).map { _ in Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .two) }
             histogramStamps = Array(repeating: -1, count: slots)
+        }
+
+        mutating func arrive(second: Int) {
+            inFlight += 1
+            let i = second % arrivals.count
+            if arrivalStamps[i] != second {
+                arrivalStamps[i] = second
+                arrivals[i] = 0
+            }
+            arrivals[i] += 1
+        }
+
+        /// Arrivals per second over the `seconds` complete seconds before `second`.
+        func arrivalRate(now second: Int, seconds: Int) -> Double {
+            var n = 0
+            for i in 0..<arrivals.count where arrivalStamps[i] >= second - seconds && arrivalStamps[i] < second { n += arrivals[i] }
+            return Double(n) / Double(seconds)
         }
 
         mutating func record(second: Int, latencyMicros: UInt64, failed: Bool) {
@@ -61,17 +87,15 @@ public final class GatewayStats: Sendable {
             _ = histograms[h].record(max(1, latencyMicros))
         }
 
-        /// Rate over the last `rateSeconds` complete seconds (recent enough to follow a ramp); counts and
-        /// percentiles over the whole window.
-        func window(now second: Int, rateSeconds: Int) -> WindowStats {
+        /// Arrival rates over the last `rateSeconds` and `burstSeconds` complete seconds (recent enough to
+        /// follow a ramp); completions, errors and percentiles over the whole window.
+        func window(now second: Int, rateSeconds: Int, burstSeconds: Int) -> WindowStats {
             let n = counts.count
             var requests = 0
             var errorCount = 0
-            var recent = 0
             for i in 0..<n where stamps[i] > second - n && stamps[i] <= second {
                 requests += counts[i]
                 errorCount += errors[i]
-                if stamps[i] >= second - rateSeconds && stamps[i] < second { recent += counts[i] }
             }
             var merged = Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .two)
             let slot = second / Self.slotSeconds
@@ -80,7 +104,8 @@ public final class GatewayStats: Sendable {
             }
             let ms = { (p: Double) in merged.totalCount == 0 ? 0 : Double(merged.valueAtPercentile(p)) / 1000 }
             return WindowStats(
-                requestsPerSecond: Double(recent) / Double(rateSeconds), p50Ms: ms(50), p95Ms: ms(95), p99Ms: ms(99),
+                requestsPerSecond: arrivalRate(now: second, seconds: rateSeconds),
+                burstRequestsPerSecond: arrivalRate(now: second, seconds: burstSeconds), p50Ms: ms(50), p95Ms: ms(95), p99Ms: ms(99),
                 inFlight: inFlight, errors: errorCount, requests: requests)
         }
     }
@@ -94,24 +119,40 @@ public final class GatewayStats: Sendable {
 
     let windowSeconds: Int
     /// Seconds the request rate is averaged over.
-    let rateSeconds = 10
+    let rateSeconds: Int
+    /// Seconds the burst rate is averaged over.
+    let burstSeconds = 2
     private let state = Mutex(State())
-    private let epoch = ContinuousClock.now
+    private let epoch: ContinuousClock.Instant
+    private let epochDate = Date()
+    private let clock: @Sendable () -> ContinuousClock.Instant
 
-    public init(windowSeconds: Int = 60) { self.windowSeconds = max(10, windowSeconds) }
+    /// - Parameters:
+    ///   - windowSeconds: how far back completions, errors and latency percentiles reach.
+    ///   - rateSeconds: how far back the request rate is averaged.
+    ///   - clock: the time source; tests inject one.
+    public init(windowSeconds: Int = 60, rateSeconds: Int = 10, clock: @escaping @Sendable () -> ContinuousClock.Instant = { .now }) {
+        self.windowSeconds = max(10, windowSeconds, rateSeconds)
+        self.rateSeconds = max(1, rateSeconds)
+        self.clock = clock
+        self.epoch = clock()
+    }
 
-    private var second: Int { Int((ContinuousClock.now - epoch).components.seconds) }
+    private var second: Int { Int((clock() - epoch).components.seconds) }
+    private var date: Date { epochDate + (clock() - epoch).seconds }
 
     /// A request (replicaId nil) or one attempt of it on a replica begins.
     func begin(deploymentId: String, replicaId: String? = nil) {
         let w = windowSeconds
+        let now = second
+        let at = date
         state.withLock { s in
             if let replicaId {
-                s.replicas[replicaId, default: Series(windowSeconds: w)].inFlight += 1
+                s.replicas[replicaId, default: Series(windowSeconds: w)].arrive(second: now)
                 s.replicaDeployment[replicaId] = deploymentId
             } else {
-                s.deployments[deploymentId, default: Series(windowSeconds: w)].inFlight += 1
-                s.lastRequestAt[deploymentId] = Date()
+                s.deployments[deploymentId, default: Series(windowSeconds: w)].arrive(second: now)
+                s.lastRequestAt[deploymentId] = at
             }
         }
     }
@@ -136,16 +177,16 @@ public final class GatewayStats: Sendable {
     public func window(deploymentId: String) -> WindowStats {
         let now = second
         return state.withLock { s in
-            s.deployments[deploymentId]?.window(now: now, rateSeconds: rateSeconds)
-        } ?? WindowStats(requestsPerSecond: 0, p50Ms: 0, p95Ms: 0, p99Ms: 0, inFlight: 0, errors: 0, requests: 0)
+            s.deployments[deploymentId]?.window(now: now, rateSeconds: rateSeconds, burstSeconds: burstSeconds)
+        } ?? WindowStats(requestsPerSecond: 0, burstRequestsPerSecond: 0, p50Ms: 0, p95Ms: 0, p99Ms: 0, inFlight: 0, errors: 0, requests: 0)
     }
 
     /// Prometheus text format for the gateway's series.
     public func renderPrometheus() -> String {
         let now = second
         let (deployments, replicas, owners) = state.withLock { s in
-            (s.deployments.mapValues { ($0.window(now: now, rateSeconds: rateSeconds), $0.totalRequests, $0.totalErrors) },
-             s.replicas.mapValues { ($0.window(now: now, rateSeconds: rateSeconds), $0.totalRequests, $0.totalErrors) }, s.replicaDeployment)
+            (s.deployments.mapValues { ($0.window(now: now, rateSeconds: rateSeconds, burstSeconds: burstSeconds), $0.totalRequests, $0.totalErrors) },
+             s.replicas.mapValues { ($0.window(now: now, rateSeconds: rateSeconds, burstSeconds: burstSeconds), $0.totalRequests, $0.totalErrors) }, s.replicaDeployment)
         }
         var out = ""
         out += "# HELP lyceum_gateway_requests_total Requests answered by the gateway.\n# TYPE lyceum_gateway_requests_total counter\n"
@@ -178,7 +219,8 @@ extension GatewayStats: TrafficSource {
     public func traffic(deploymentId: String) -> TrafficSnapshot {
         let w = window(deploymentId: deploymentId)
         let last = state.withLock { $0.lastRequestAt[deploymentId] }
-        return TrafficSnapshot(requestsPerSecond: w.requestsPerSecond, p95Ms: w.p95Ms, inFlight: w.inFlight, lastRequestAt: last)
+        return TrafficSnapshot(
+            requestsPerSecond: w.requestsPerSecond, burstRequestsPerSecond: w.burstRequestsPerSecond, p95Ms: w.p95Ms, inFlight: w.inFlight, lastRequestAt: last)
     }
 
     public func inFlight(replicaId: String) -> Int {

@@ -2,8 +2,13 @@ import Foundation
 
 /// What the autoscaler knows about a deployment at one decision.
 public struct ScalingInput: Sendable, Equatable {
-    /// Requests per second over the gateway's sliding window.
+    /// Requests arriving per second over the gateway's rate window.
     public var requestsPerSecond: Double
+    /// Requests arriving per second over the last couple of seconds.
+    public var burstRequestsPerSecond: Double
+    /// A burst was detected recently (within the stabilisation window): the short window keeps leading
+    /// until the burst is over, not only on a doubling.
+    public var inBurst: Bool
     /// p95 latency over the same window, ms (0 with no traffic).
     public var p95Ms: Double
     public var inFlight: Int
@@ -17,10 +22,12 @@ public struct ScalingInput: Sendable, Equatable {
     public var targetLatencyP95Ms: Double
 
     public init(
-        requestsPerSecond: Double, p95Ms: Double, inFlight: Int, ready: Int, starting: Int, minReplicas: Int,
+        requestsPerSecond: Double, burstRequestsPerSecond: Double = 0, inBurst: Bool = false, p95Ms: Double, inFlight: Int, ready: Int, starting: Int, minReplicas: Int,
         maxReplicas: Int, targetRps: Double, targetLatencyP95Ms: Double
     ) {
         self.requestsPerSecond = requestsPerSecond
+        self.burstRequestsPerSecond = burstRequestsPerSecond
+        self.inBurst = inBurst
         self.p95Ms = p95Ms
         self.inFlight = inFlight
         self.ready = ready
@@ -36,15 +43,30 @@ public struct ScalingInput: Sendable, Equatable {
 public struct ScalingRecommendation: Sendable, Equatable {
     public var replicas: Int
     public var reason: String
+    /// The short window led this decision.
+    public var burst = false
 }
 
-/// The scaling policy: `ceil(rps / target_rps)`, one more than current capacity when p95 latency is over
-/// target, at most doubling capacity per decision, clamped to `[min, max]`.
+/// The scaling policy: `ceil(rps / target_rps)`; a burst (the last seconds' rate asking for at least twice
+/// the current capacity, or for more than it while `inBurst`) is followed at once instead of waiting for
+/// the rate window to catch up; one more
+/// than current capacity when p95 latency is over target; at most doubling capacity per decision; clamped
+/// to `[min, max]`.
+///
+/// The burst rule only acts on a doubling, so the noise of steady traffic over a short window never
+/// triggers it (the same idea as Knative's panic window).
 public func recommendReplicas(_ input: ScalingInput) -> ScalingRecommendation {
     let capacity = input.ready + input.starting
-    let byRate = input.targetRps > 0 ? Int((input.requestsPerSecond / input.targetRps).rounded(.up)) : 0
-    var want = byRate
+    let replicasFor = { (rps: Double) in input.targetRps > 0 ? Int((rps / input.targetRps).rounded(.up)) : 0 }
+    var want = replicasFor(input.requestsPerSecond)
     var reason = String(format: "%.1f req/s against %g req/s per replica", input.requestsPerSecond, input.targetRps)
+    let byBurst = replicasFor(input.burstRequestsPerSecond)
+    var burst = false
+    if byBurst > want, byBurst >= 2 * max(1, capacity) || (input.inBurst && byBurst > capacity) {
+        want = byBurst
+        burst = true
+        reason = String(format: "burst of %.1f req/s against %g req/s per replica", input.burstRequestsPerSecond, input.targetRps)
+    }
     if input.requestsPerSecond > 0 || input.inFlight > 0, input.p95Ms > input.targetLatencyP95Ms, capacity + 1 > want {
         want = capacity + 1
         reason = String(format: "p95 latency %.0f ms over the %g ms target", input.p95Ms, input.targetLatencyP95Ms)
@@ -58,7 +80,7 @@ public func recommendReplicas(_ input: ScalingInput) -> ScalingRecommendation {
     if clamped != want {
         reason += clamped > want ? " (raised to min_replicas \(input.minReplicas))" : " (capped at max_replicas \(input.maxReplicas))"
     }
-    return ScalingRecommendation(replicas: clamped, reason: reason)
+    return ScalingRecommendation(replicas: clamped, reason: reason, burst: burst)
 }
 
 /// Keeps scaling from flapping: up at once; down only as low as the highest recommendation seen during

@@ -64,7 +64,7 @@ public enum LyceumServer {
         var autoscalerConfig = AutoscalerConfiguration()
         autoscalerConfig.interval = config.autoscaleInterval
         autoscalerConfig.idleTimeout = config.idleTimeout
-        let autoscaler = Autoscaler(store: store, controller: controller, traffic: gateway.stats, configuration: autoscalerConfig, logger: logger)
+        let autoscaler = Autoscaler(store: store, fleet: controller, traffic: gateway.stats, configuration: autoscalerConfig, logger: logger)
         router.get("metrics") { _, _ in
             Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],

@@ -65,6 +65,7 @@ struct Rate: AsyncParsableCommand {
     @Option var rps: Double
     @Option var duration: Double = 10
     @Option(help: "Seconds of load before measuring.") var warmup: Double = 2
+    @Option(help: "Seconds a request may take before it counts as an error.") var timeout: Double = 60
     @Option var label = ""
 
     struct State {
@@ -80,6 +81,8 @@ struct Rate: AsyncParsableCommand {
         let total = Int((warmup + duration) * rps)
         let measuredFrom = Int(warmup * rps)
         let start = ContinuousClock.now + .milliseconds(50)
+        let limit = TimeAmount.microseconds(Int64(timeout * 1_000_000))
+        let timeoutMicros = UInt64(timeout * 1_000_000)
         await withTaskGroup(of: Void.self) { group in
             for i in 0..<total {
                 let due = start + .microseconds(Int64(Double(i) / rps * 1_000_000))
@@ -87,11 +90,13 @@ struct Rate: AsyncParsableCommand {
                 group.addTask {
                     var ok = false
                     do {
-                        let response = try await client.execute(request, timeout: .seconds(60))
+                        let response = try await client.execute(request, timeout: limit)
                         _ = try await response.body.collect(upTo: 1 << 20)
                         ok = response.status.code == 200
                     } catch {}
                     let latency = ContinuousClock.now - due
+                    // Counted from the scheduled send time: a request the client could not even start in time is late too.
+                    if micros(latency) > timeoutMicros { ok = false }
                     guard i >= measuredFrom else { return }
                     state.mutex.withLock { s in
                         if ok {
@@ -109,7 +114,7 @@ struct Rate: AsyncParsableCommand {
         try emit([
             "label": label, "mode": "rate", "rps": rps, "duration_s": duration, "sent": total - measuredFrom, "ok": s.ok,
             "errors": s.errors, "p50_ms": ms(s.histogram, 50), "p90_ms": ms(s.histogram, 90), "p99_ms": ms(s.histogram, 99),
-            "p999_ms": ms(s.histogram, 99.9), "max_ms": Double(s.histogram.max) / 1000,
+            "p999_ms": ms(s.histogram, 99.9), "max_ms": Double(s.histogram.max) / 1000, "sent_with_warmup": total, "timeout_s": timeout,
         ])
     }
 }
@@ -151,16 +156,10 @@ struct Streams: AsyncParsableCommand {
                             guard response.status.code == 200 else { throw CancellationError() }
                             var last: ContinuousClock.Instant?
                             var events = 0
-                            var pending = ""
+                            var sse = SSEContentCounter()
                             for try await chunk in response.body {
                                 let now = ContinuousClock.now
-                                pending += String(buffer: chunk)
-                                var content = 0
-                                while let r = pending.range(of: "\n\n") {
-                                    let event = pending[..<r.lowerBound]
-                                    if event.contains("\"content\":\""), !event.contains("\"content\":\"\"") { content += 1 }
-                                    pending.removeSubrange(..<r.upperBound)
-                                }
+                                let content = sse.feed(chunk)
                                 guard content > 0 else { continue }
                                 events += content
                                 state.mutex.withLock { s in
@@ -202,6 +201,23 @@ struct Streams: AsyncParsableCommand {
             out["peak_open"] = s.peakOpen
         }
         try emit(out)
+    }
+}
+
+/// Counts the server-sent events of a chat stream that carry text (`"content":"..."`, not empty), fed
+/// the body as it arrives: events split across reads are joined, several in one read all count.
+struct SSEContentCounter {
+    var pending = ""
+
+    mutating func feed(_ chunk: ByteBuffer) -> Int {
+        pending += String(buffer: chunk)
+        var content = 0
+        while let r = pending.range(of: "\n\n") {
+            let event = pending[..<r.lowerBound]
+            if event.contains("\"content\":\""), !event.contains("\"content\":\"\"") { content += 1 }
+            pending.removeSubrange(..<r.upperBound)
+        }
+        return content
     }
 }
 

@@ -3,8 +3,8 @@ import Testing
 
 @Suite("Scaling policy")
 struct ScalingPolicyTests {
-    func input(rps: Double, p95: Double = 100, ready: Int = 1, starting: Int = 0, min: Int = 1, max: Int = 10) -> ScalingInput {
-        ScalingInput(requestsPerSecond: rps, p95Ms: p95, inFlight: 0, ready: ready, starting: starting, minReplicas: min, maxReplicas: max, targetRps: 10, targetLatencyP95Ms: 500)
+    func input(rps: Double, burst: Double = 0, p95: Double = 100, ready: Int = 1, starting: Int = 0, min: Int = 1, max: Int = 10) -> ScalingInput {
+        ScalingInput(requestsPerSecond: rps, burstRequestsPerSecond: burst, p95Ms: p95, inFlight: 0, ready: ready, starting: starting, minReplicas: min, maxReplicas: max, targetRps: 10, targetLatencyP95Ms: 500)
     }
 
     @Test("the base is ceil(rps / target_rps)")
@@ -27,6 +27,16 @@ struct ScalingPolicyTests {
         #expect(recommendReplicas(input(rps: 100, ready: 1)).replicas == 2)
         #expect(recommendReplicas(input(rps: 100, ready: 1, starting: 3)).replicas == 8)
         #expect(recommendReplicas(input(rps: 5, p95: 900, ready: 1, starting: 1)).replicas == 3)
+    }
+
+    @Test("a burst asking for at least twice the capacity is followed at once; smaller ones wait for the rate window")
+    func burst() {
+        let r = recommendReplicas(input(rps: 12, burst: 38, ready: 2))
+        #expect(r.replicas == 4 && r.reason == "burst of 38.0 req/s against 10 req/s per replica")
+        #expect(recommendReplicas(input(rps: 12, burst: 29, ready: 2)).replicas == 2, "3 would be needed, not twice 2")
+        #expect(recommendReplicas(input(rps: 12, burst: 200, ready: 2)).replicas == 4, "still at most doubling")
+        #expect(recommendReplicas(input(rps: 0, burst: 25, ready: 0, min: 0)).replicas == 2, "from zero")
+        #expect(recommendReplicas(ScalingInput(requestsPerSecond: 12, burstRequestsPerSecond: 31, inBurst: true, p95Ms: 100, inFlight: 0, ready: 2, starting: 0, minReplicas: 1, maxReplicas: 10, targetRps: 10, targetLatencyP95Ms: 500)).replicas == 4, "during a burst the short window keeps leading")
     }
 
     @Test("clamped to min and max")
@@ -56,10 +66,12 @@ struct StabiliserTests {
         var current = 2
         var actions = 0
         var rng = SystemRandomNumberGenerator()
-        // An hour of decisions every 5 s, rate 20 +/- 3 req/s against 10 req/s per replica.
+        // An hour of decisions every 5 s, rate 20 +/- 3 req/s over the rate window and 20 +/- 8 over the
+        // burst window, against 10 req/s per replica.
         for i in 0..<720 {
             let rps = 20 + Double(Int(rng.next(upperBound: UInt(7)))) - 3
-            let rec = recommendReplicas(ScalingInput(requestsPerSecond: rps, p95Ms: 100, inFlight: 5, ready: current, starting: 0, minReplicas: 1, maxReplicas: 10, targetRps: 10, targetLatencyP95Ms: 500))
+            let burst = 20 + Double(Int(rng.next(upperBound: UInt(17)))) - 8
+            let rec = recommendReplicas(ScalingInput(requestsPerSecond: rps, burstRequestsPerSecond: burst, p95Ms: 100, inFlight: 5, ready: current, starting: 0, minReplicas: 1, maxReplicas: 10, targetRps: 10, targetLatencyP95Ms: 500))
             let next = s.decide(rec.replicas, current: current, now: t0 + .seconds(5 * i), window: .seconds(300))
             if next != current { actions += 1 }
             current = next
