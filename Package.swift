@@ -49,9 +49,20 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "ModelHub",
+            dependencies: [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "Controller",
             dependencies: [
-                "InferenceCore", "DeploymentStore", "Replicas",
+                "InferenceCore", "DeploymentStore", "Replicas", "ModelHub",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -62,7 +73,7 @@ let package = Package(
         .target(
             name: "ControlPlane",
             dependencies: [
-                "InferenceCore", "DeploymentStore", "Controller", "Replicas",
+                "InferenceCore", "DeploymentStore", "Controller", "Replicas", "ModelHub",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
@@ -92,7 +103,7 @@ let package = Package(
         .target(
             name: "LyceumServer",
             dependencies: [
-                "InferenceCore", "DeploymentStore", "Replicas", "Controller", "ControlPlane", "Gateway",
+                "InferenceCore", "DeploymentStore", "Replicas", "Controller", "ControlPlane", "Gateway", "ModelHub",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
@@ -134,7 +145,7 @@ let package = Package(
         .testTarget(
             name: "LyceumServerTests",
             dependencies: [
-                "LyceumServer", "DeploymentStore", "Replicas", "Controller", "Gateway", "InferenceCore",
+                "LyceumServer", "DeploymentStore", "Replicas", "Controller", "Gateway", "InferenceCore", "ModelHub",
             ],
             swiftSettings: swiftSettings
         ),

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job, start to finish: build `lyceum`, start the server, deploy a model on simulated H100s
 # with two replicas, wait until it runs, chat with it through the OpenAI-compatible gateway (CLI and
-# curl), show its status and events, stop it; then run real llama.cpp inference on CPU (a generated
-# tiny model), chat with it, show usage, and shut the server down.
+# curl), show its status and events, stop it; then run real llama.cpp inference on CPU (a small instruct
+# model from the Hugging Face Hub when it can be reached, else a generated tiny model, said plainly), chat
+# with it, show usage, and shut the server down.
 #
 # The `sim.*` hardware profiles run the built-in model-server simulator: real processes, real sockets,
 # deterministic filler text. It is not a model; it exists so the platform runs on any machine.
@@ -51,14 +52,27 @@ echo "==> lyceum infer stop $ID"
 
 echo "==> Real inference on CPU: llama.cpp's llama-server (built once and cached; a few minutes the first time)"
 "$LYCEUM" engine install llama.cpp
-# Downloading models from the Hugging Face Hub is not built yet, so this deploys a tiny random-weight
-# llama-architecture model generated here: its text is gibberish, but every token is real llama.cpp inference.
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import gguf" 2>/dev/null; then
-  python3 -m venv .venv && .venv/bin/pip install --quiet -r tests/e2e/requirements.txt
+# A small instruct model from the Hugging Face Hub (HF_ENDPOINT, if set, is used instead) when the Hub can be
+# reached: downloaded once into the Hub cache (~/.cache/huggingface/hub), about 400 MB. Otherwise a tiny
+# random-weight llama-architecture model generated here: its text is gibberish, but every token is real
+# llama.cpp inference.
+HUB="${HF_ENDPOINT:-https://huggingface.co}"
+HUB_MODEL="${LYCEUM_QUICKSTART_MODEL:-Qwen/Qwen2.5-0.5B-Instruct-GGUF:qwen2.5-0.5b-instruct-q4_k_m.gguf}"
+if curl -sf -m 5 -o /dev/null "$HUB/api/models/${HUB_MODEL%%:*}"; then
+  MODEL="$HUB_MODEL"
+  echo "==> lyceum infer deploy $MODEL -g cpu -w -y   (from $HUB)"
+else
+  echo "==> The Hugging Face Hub ($HUB) cannot be reached from here, so this deploys a generated tiny model"
+  echo "    instead (random weights: gibberish text, real llama.cpp inference). With the Hub reachable, it would be"
+  echo "    $HUB_MODEL."
+  if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import gguf" 2>/dev/null; then
+    python3 -m venv .venv && .venv/bin/pip install --quiet -r tests/e2e/requirements.txt
+  fi
+  .venv/bin/python tools/make_tiny_gguf.py "$DATA_DIR/tiny.gguf"
+  MODEL="$DATA_DIR/tiny.gguf"
+  echo "==> lyceum infer deploy $MODEL -g cpu -w -y"
 fi
-.venv/bin/python tools/make_tiny_gguf.py "$DATA_DIR/tiny.gguf"
-echo "==> lyceum infer deploy $DATA_DIR/tiny.gguf -g cpu -w -y   (a generated tiny model, not a real language model)"
-"$LYCEUM" infer deploy "$DATA_DIR/tiny.gguf" -g cpu -w -y
+"$LYCEUM" infer deploy "$MODEL" -g cpu -w -y
 CPU_ID="$("$LYCEUM" infer deployments --json | python3 -c 'import json,sys; print([d for d in json.load(sys.stdin)["deployments"] if d["hardware_profile"] == "cpu"][0]["deployment_id"])')"
 echo "==> lyceum infer chat -d $CPU_ID -p 'Hello' -t 16"
 "$LYCEUM" infer chat -d "$CPU_ID" -p "Hello" -t 16

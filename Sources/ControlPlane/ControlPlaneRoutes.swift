@@ -3,6 +3,7 @@ import DeploymentStore
 import Foundation
 import Hummingbird
 import InferenceCore
+import ModelHub
 import Replicas
 
 /// The contract's control-plane API under `/api/v2/external`, plus key administration.
@@ -12,11 +13,16 @@ public struct ControlPlaneRoutes: Sendable {
     let authenticator: Authenticator
     let sealer: SecretSealer
     let profiles: [HardwareProfile]
+    /// Checks Hub model ids at create time; nil skips the check.
+    let hub: HubClient?
+    let hubCheckTimeout: Duration
 
     public init(
         store: DeploymentStore, controller: Controller, authenticator: Authenticator, sealer: SecretSealer,
-        profiles: [HardwareProfile]
+        profiles: [HardwareProfile], hub: HubClient? = nil, hubCheckTimeout: Duration = .seconds(5)
     ) {
+        self.hub = hub
+        self.hubCheckTimeout = hubCheckTimeout
         self.store = store
         self.controller = controller
         self.authenticator = authenticator
@@ -46,12 +52,27 @@ public struct ControlPlaneRoutes: Sendable {
         let caller = try context.requireCaller()
         let body = try await request.body.collect(upTo: context.maxUploadSize)
         let spec = try DeploymentSpec.validate(body: Data(buffer: body), knownProfiles: profiles.map(\.name))
+        // Engines that load weights need the model from the Hub: check it exists and the token can read it.
+        var hubNote: String?
+        if let hub, let engine = profiles.first(where: { $0.name == spec.hardwareProfile })?.engine,
+            let (repo, format) = Controller.hubFiles(modelId: spec.hfModelId, engine: engine)
+        {
+            switch await hub.check(repo: repo, format: format, token: spec.hfToken, timeout: hubCheckTimeout) {
+            case .ok(let model, let files):
+                hubNote = "checked on the Hub: \(repo) at \(model.sha.prefix(12))\(model.gated ? " (gated; the token grants access)" : ""), will fetch \(files.count == 1 ? files[0] : "\(files.count) files")"
+            case .refused(let field, let message):
+                throw ValidationFailure([ValidationIssue(field: field, msg: message, type: "value_error")])
+            case .skipped(let reason):
+                hubNote = "Hub check skipped: \(reason); the model will be fetched when a replica starts"
+            }
+        }
         let sealed = try spec.hfToken.map { try sealer.seal($0) }
         let record = DeploymentRecord(
             id: UUID().uuidString.lowercased(), orgId: caller.orgId, spec: spec, hfTokenSealed: sealed, now: Date())
         try await store.insert(
             record,
             event: "created: \(spec.hfModelId) on \(spec.hardwareProfile), \(spec.minReplicas) to \(spec.maxReplicas) replicas")
+        if let hubNote { try await store.addEvent(deploymentId: record.id, kind: "hub_check", message: hubNote) }
         controller.poke()
         return DetailErrorMiddleware.respond(.ok, CreateDeploymentResponse(deploymentId: record.id, status: .created))
     }
@@ -119,7 +140,7 @@ public struct ControlPlaneRoutes: Sendable {
                 ReplicaInfo(
                     replicaId: $0.id, status: $0.status, healthy: $0.healthy,
                     lastHealthCheck: $0.lastHealthCheck.map(WireJSON.timestamp), failReason: $0.failReason,
-                    restartCount: $0.restartCount, createdAt: WireJSON.timestamp($0.createdAt))
+                    restartCount: $0.restartCount, createdAt: WireJSON.timestamp($0.createdAt), progress: $0.progress)
             })
     }
 

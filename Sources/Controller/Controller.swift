@@ -2,6 +2,7 @@ import DeploymentStore
 import Foundation
 import InferenceCore
 import Logging
+import ModelHub
 import Replicas
 import ServiceLifecycle
 
@@ -41,6 +42,8 @@ public actor Controller: Service {
     let launcher: EngineLauncher
     let probe: any HealthProbing
     let sealer: SecretSealer
+    /// Fetches Hub models into the shared cache; nil where no engine needs downloads (tests).
+    let downloader: ModelDownloader?
     /// In-flight requests per replica, so a replica leaving on scale-down is drained first.
     var traffic: (any TrafficSource)?
     /// Published on every status or health change; the gateway routes from it.
@@ -54,6 +57,10 @@ public actor Controller: Service {
     /// Deployments being stopped: nothing new is launched for them, even by a reconcile pass already under way.
     var stoppingDeployments: Set<String> = []
     var shuttingDown = false
+    /// Model downloads under way, per replica waiting for one.
+    var pulls: [String: (deploymentId: String, task: Task<Void, Never>)] = [:]
+    /// Deployments whose model files are on disk, and where.
+    var preparedModels: [String: PreparedModel] = [:]
 
     nonisolated let jobs: AsyncStream<LaunchJob>
     nonisolated let jobsContinuation: AsyncStream<LaunchJob>.Continuation
@@ -64,8 +71,10 @@ public actor Controller: Service {
 
     public init(
         store: DeploymentStore, provider: any ReplicaProvider, launcher: EngineLauncher, probe: any HealthProbing,
-        sealer: SecretSealer, configuration: ControllerConfiguration, routes: RouteTable = RouteTable(), logger: Logger
+        sealer: SecretSealer, downloader: ModelDownloader? = nil, configuration: ControllerConfiguration,
+        routes: RouteTable = RouteTable(), logger: Logger
     ) {
+        self.downloader = downloader
         self.routes = routes
         self.store = store
         self.provider = provider
@@ -181,7 +190,7 @@ public actor Controller: Service {
                 replicas = try await store.replicas(deploymentId: deployment.id)
             }
         }
-        for replica in replicas where replica.status.isLive && runtimes[replica.id] == nil {
+        for replica in replicas where replica.status.isLive && runtimes[replica.id] == nil && pulls[replica.id] == nil {
             if replica.status == .restarting, let notBefore = restartNotBefore[replica.id], notBefore > Date() {
                 continue
             }
@@ -195,7 +204,23 @@ public actor Controller: Service {
         (r.status == .running && r.healthy ? 1 : 0, -r.createdAt.timeIntervalSince1970)
     }
 
+    /// The Hub files an engine needs before it can start: nil for the simulator and for local paths.
+    public nonisolated static func hubFiles(modelId: String, engine: EngineKind) -> (repo: String, format: ModelFormat)? {
+        guard case .hub(let repo, let file) = ModelReference(modelId) else { return nil }
+        switch engine {
+        case .sim: return nil
+        case .llamacpp: return (repo, .gguf(file: file))
+        case .vllm: return (repo, .checkpoint)
+        }
+    }
+
     private func launch(_ replica: ReplicaRecord, of deployment: DeploymentRecord, profile: HardwareProfile) async throws {
+        // Model files first (before devices are taken: a download can take long).
+        let model = preparedModels[deployment.id]
+        if model == nil, let downloader, let (repo, format) = Self.hubFiles(modelId: deployment.hfModelId, engine: profile.engine) {
+            try await startPull(replica, of: deployment, repo: repo, format: format, downloader: downloader)
+            return
+        }
         // Devices: never one device to two replicas.
         var devices: [String] = []
         if profile.gpuCount > 0 {
@@ -219,7 +244,8 @@ public actor Controller: Service {
             command = try launcher.command(
                 for: ReplicaLaunch(
                     replicaId: replica.id, deploymentId: deployment.id, hfModelId: deployment.hfModelId,
-                    hfToken: token, profile: profile, port: port, devices: devices))
+                    hfToken: token, profile: profile, port: port, devices: devices, modelFile: model?.primaryFile,
+                    modelCacheDir: model?.cacheDir))
         } catch {
             try await store.updateReplica(id: replica.id) {
                 $0.status = .failed
@@ -252,6 +278,71 @@ public actor Controller: Service {
             message: "replica \(replica.id) starting on port \(port)" + (devices.isEmpty ? "" : " with devices \(devices.joined(separator: ","))"))
         logger.info("starting replica", metadata: ["replica.id": "\(replica.id)", "deployment.id": "\(deployment.id)", "replica.port": "\(port)"])
         jobsContinuation.yield(LaunchJob(replicaId: replica.id, command: command, logPath: configuration.logPath(replicaId: replica.id)))
+    }
+
+    // MARK: Model downloads
+
+    /// Marks the replica `pulling_docker_image` (the word clients know for this step) and downloads the
+    /// model's files in the background, with progress in the replica's `progress`. Replicas of one model
+    /// share one download.
+    private func startPull(
+        _ replica: ReplicaRecord, of deployment: DeploymentRecord, repo: String, format: ModelFormat, downloader: ModelDownloader
+    ) async throws {
+        let token: String? = try deployment.hfTokenSealed.map { try sealer.open($0) }
+        try await store.updateReplica(id: replica.id) {
+            $0.status = .pullingDockerImage
+            $0.progress = "checking \(repo) on the Hub"
+            $0.failReason = nil
+        }
+        try await store.addEvent(deploymentId: deployment.id, kind: "pulling", message: "replica \(replica.id): fetching \(repo) into the model cache")
+        let store = self.store
+        let replicaId = replica.id
+        let deploymentId = deployment.id
+        let task = Task {
+            let reporter = Task {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .milliseconds(500))
+                    if let p = await downloader.progress(repo: repo, format: format) {
+                        try? await store.updateReplica(id: replicaId) { if $0.status == .pullingDockerImage { $0.progress = p.description } }
+                    }
+                }
+            }
+            defer { reporter.cancel() }
+            do {
+                let prepared = try await downloader.prepare(repo: repo, format: format, token: token)
+                await self.pullFinished(replicaId: replicaId, deploymentId: deploymentId, result: .success(prepared))
+            } catch {
+                await self.pullFinished(replicaId: replicaId, deploymentId: deploymentId, result: .failure(error))
+            }
+        }
+        pulls[replica.id] = (deployment.id, task)
+    }
+
+    private func pullFinished(replicaId: String, deploymentId: String, result: Result<PreparedModel, any Error>) async {
+        pulls[replicaId] = nil
+        guard let replica = try? await store.replica(id: replicaId), replica.status == .pullingDockerImage else { return }
+        switch result {
+        case .success(let prepared):
+            let first = preparedModels[deploymentId] == nil
+            preparedModels[deploymentId] = prepared
+            _ = try? await store.updateReplica(id: replicaId) { $0.progress = nil; $0.status = .pending }
+            if first {
+                try? await store.addEvent(
+                    deploymentId: deploymentId, kind: "model_ready",
+                    message: "model files ready in \(prepared.snapshot)")
+            }
+        case .failure(let error):
+            let reason = "model download failed: \(error)"
+            _ = try? await store.updateReplica(id: replicaId) {
+                $0.status = .failed
+                $0.progress = nil
+                $0.failReason = reason
+                $0.stoppedAt = Date()
+            }
+            try? await store.addEvent(deploymentId: deploymentId, kind: "replica_failed", message: "replica \(replicaId): \(reason)")
+            try? await refreshStatus(deploymentId: deploymentId)
+        }
+        poke()
     }
 
     // MARK: Process supervision
@@ -471,11 +562,14 @@ public actor Controller: Service {
     public func replicaCounts(deploymentId: String) -> (ready: Int, starting: Int) {
         let mine = runtimes.values.filter { $0.deploymentId == deploymentId && !$0.stopping }
         let ready = mine.filter(\.healthy).count
-        return (ready, mine.count - ready)
+        let pulling = pulls.values.filter { $0.deploymentId == deploymentId }.count
+        return (ready, mine.count - ready + pulling)
     }
 
     /// Stops one replica's process (if any) and marks it `stopped`.
     func stopReplica(_ id: String, reason: String?) async {
+        // A replica waiting for its model stops waiting (the shared download itself goes on for others).
+        pulls.removeValue(forKey: id)?.task.cancel()
         if let deploymentId = runtimes[id]?.deploymentId {
             runtimes[id]?.stopping = true
             // No new requests for it from here on; on scale-down, let the ones it has finish first.
@@ -504,6 +598,7 @@ public actor Controller: Service {
             r.healthy = false
             r.pid = nil
             r.stoppedAt = now
+            r.progress = nil
             if let reason { r.failReason = reason }
         }), let reason {
             try? await store.addEvent(deploymentId: record.deploymentId, kind: "replica_stopped", message: "replica \(id) stopped: \(reason)")

@@ -83,6 +83,8 @@ public struct ReplicaRecord: Codable, Sendable, FetchableRecord, PersistableReco
     public var startedAt: Date?
     public var stoppedAt: Date?
     public var lastSeenAlive: Date?
+    /// What a replica that is getting ready is doing (a model download's progress), or nil.
+    public var progress: String?
 
     public init(id: String, deploymentId: String, now: Date) {
         self.id = id
@@ -100,6 +102,7 @@ public struct ReplicaRecord: Codable, Sendable, FetchableRecord, PersistableReco
         self.startedAt = nil
         self.stoppedAt = nil
         self.lastSeenAlive = nil
+        self.progress = nil
     }
 
     public var deviceList: [String] { devices.isEmpty ? [] : devices.split(separator: ",").map(String.init) }

@@ -85,6 +85,9 @@ enum Schema {
                 t.column("endedAt", .datetime)
             }
         }
+        m.registerMigration("v4-replica-progress") { db in
+            try db.alter(table: "replicas") { t in t.add(column: "progress", .text) }
+        }
         return m
     }
 }

@@ -38,10 +38,13 @@ public struct ReplicaInfo: Codable, Sendable {
     public var failReason: String?
     public var restartCount: Int
     public var createdAt: String
+    /// While a replica gets ready: what it is doing, e.g. a model download's progress. Not in the contract;
+    /// clients that do not know it ignore it.
+    public var progress: String?
 
     public init(
         replicaId: String, status: ReplicaStatus, healthy: Bool, lastHealthCheck: String?, failReason: String?,
-        restartCount: Int, createdAt: String
+        restartCount: Int, createdAt: String, progress: String? = nil
     ) {
         self.replicaId = replicaId
         self.status = status
@@ -50,10 +53,11 @@ public struct ReplicaInfo: Codable, Sendable {
         self.failReason = failReason
         self.restartCount = restartCount
         self.createdAt = createdAt
+        self.progress = progress
     }
 
     enum CodingKeys: String, CodingKey {
-        case replicaId, status, healthy, lastHealthCheck, failReason, restartCount, createdAt
+        case replicaId, status, healthy, lastHealthCheck, failReason, restartCount, createdAt, progress
     }
 
     /// Contract fields are always present: a missing value is `null`, never an absent key.
@@ -66,6 +70,7 @@ public struct ReplicaInfo: Codable, Sendable {
         try c.encode(failReason, forKey: .failReason)
         try c.encode(restartCount, forKey: .restartCount)
         try c.encode(createdAt, forKey: .createdAt)
+        try c.encode(progress, forKey: .progress)
     }
 }
 

@@ -19,6 +19,8 @@ struct Deploy: AsyncParsableCommand {
     @Option(name: .customLong("stabilisation"), help: "Seconds before scaling down.") var stabilisation: Int = 300
     @Flag(name: .shortAndLong, help: "Do not ask for confirmation.") var yes = false
     @Flag(name: [.customShort("w"), .customLong("wait")], help: "Wait, showing progress, until a replica is healthy.") var wait = false
+    @Option(help: "With -w: seconds to wait for a healthy replica after any model download (default: the profile's ready timeout).")
+    var timeout: Double?
     @Flag var json = false
 
     struct Body: Encodable {
@@ -61,7 +63,7 @@ struct Deploy: AsyncParsableCommand {
             print("Follow it with: lyceum infer status \(created.deploymentId)")
             return
         }
-        let timeout = Double(entry?.readyTimeoutS ?? 600)
+        let timeout = self.timeout ?? Double(entry?.readyTimeoutS ?? 600)
         let info = try await Progress.follow(api: api, id: created.deploymentId, timeout: timeout, quiet: json)
         if json {
             return printJSON(try WireJSON.encoder.encode(info))
@@ -77,6 +79,7 @@ enum Progress {
 
     static func follow(api: APIClient, id: String, timeout: Double, quiet: Bool) async throws -> DeploymentInfo {
         let start = Date()
+        var waitedSince = start
         var tick = 0
         var lastLine = ""
         while true {
@@ -85,7 +88,9 @@ enum Progress {
             let replicas = info.replicas.map { r in
                 "\(r.replicaId.prefix(8)) \(r.status.rawValue)\(r.healthy ? " (healthy)" : "")"
             }.joined(separator: ", ")
-            let line = "\(info.status.rawValue)  \(info.currentReplicas)/\(info.desiredReplicas) healthy  [\(replicas)]"
+            // A model download's progress, when one is under way (replicas of one model share it).
+            let progress = info.replicas.compactMap(\.progress).first.map { "  \($0)" } ?? ""
+            let line = "\(info.status.rawValue)  \(info.currentReplicas)/\(info.desiredReplicas) healthy  [\(replicas)]\(progress)"
             if !quiet {
                 if isTerminal {
                     print("\r\u{1B}[2K\(spinner[tick % spinner.count]) \(line)  \(Int(elapsed))s", terminator: "")
@@ -107,7 +112,9 @@ enum Progress {
             default:
                 break
             }
-            if elapsed > timeout {
+            // A download under way is progress: the wait for readiness counts from its end.
+            if info.replicas.contains(where: { $0.status == .pullingDockerImage }) { waitedSince = Date() }
+            if Date().timeIntervalSince(waitedSince) > timeout {
                 if !quiet && isTerminal { print("") }
                 let reasons = info.replicas.compactMap { r in r.failReason.map { "  \(r.replicaId): \($0)" } }
                 throw CLIFailure("deployment \(id) is not running after \(Int(timeout)) s (still \(info.status.rawValue))" + (reasons.isEmpty ? "" : ":\n" + reasons.joined(separator: "\n")))

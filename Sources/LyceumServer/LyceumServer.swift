@@ -7,6 +7,7 @@ import Gateway
 import Hummingbird
 import InferenceCore
 import Logging
+import ModelHub
 import Replicas
 import ServiceLifecycle
 #if canImport(Glibc)
@@ -39,19 +40,21 @@ public enum LyceumServer {
         controllerConfig.restartBackoff = config.restartBackoff
         controllerConfig.stopGrace = config.stopGrace
         let lyceumExecutable = (try? fm.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let hub = HubClient(endpoint: config.hfEndpoint)
         let controller = Controller(
             store: store, provider: LocalProcessProvider(),
             launcher: EngineLauncher(
                 lyceumExecutable: lyceumExecutable, vllmExecutable: config.vllmExecutable,
-                llamaServerExecutable: config.llamaServerExecutable, modelCacheDir: "\(config.dataDir)/models"),
-            probe: HTTPHealthProbe(client: httpClient), sealer: sealer, configuration: controllerConfig,
-            logger: logger)
+                llamaServerExecutable: config.llamaServerExecutable),
+            probe: HTTPHealthProbe(client: httpClient), sealer: sealer,
+            downloader: ModelDownloader(cacheDir: config.modelCacheDir, hub: hub, logger: logger),
+            configuration: controllerConfig, logger: logger)
 
         let router = Router(context: LyceumRequestContext.self)
         router.get("health") { _, _ in Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "ok\n"))) }
         ControlPlaneRoutes(
             store: store, controller: controller, authenticator: authenticator, sealer: sealer,
-            profiles: config.profiles
+            profiles: config.profiles, hub: hub, hubCheckTimeout: config.hubCheckTimeout
         ).add(to: router)
         let background = BackgroundRequests()
         var gatewayConfig = GatewayConfiguration()

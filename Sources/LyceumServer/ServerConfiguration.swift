@@ -1,5 +1,6 @@
 import Foundation
 import InferenceCore
+import ModelHub
 import Replicas
 
 /// Everything `lyceum server` is configured with: flags over the config file over defaults.
@@ -19,6 +20,12 @@ public struct ServerConfiguration: Sendable {
     public var idleTimeout: Duration = .seconds(3600)
     /// Requests one paused or starting deployment may hold waiting; beyond it, 429.
     public var waitQueueLimit = 1000
+    /// The Hugging Face Hub (or a mirror): `HF_ENDPOINT` unless the config file says otherwise.
+    public var hfEndpoint = HubClient.defaultEndpoint
+    /// Where model files are downloaded, in the Hub's cache layout, shared by every replica.
+    public var modelCacheDir = ModelDownloader.defaultCacheDir
+    /// How long a create waits for the Hub's answer before accepting the model unchecked.
+    public var hubCheckTimeout: Duration = .seconds(5)
 
     public init(dataDir: String, profiles: [HardwareProfile]) {
         self.dataDir = dataDir
@@ -45,6 +52,9 @@ public struct ServerConfiguration: Sendable {
         var autoscaleIntervalS: Double?
         var idleTimeoutS: Double?
         var waitQueueLimit: Int?
+        var hfEndpoint: String?
+        var modelCacheDir: String?
+        var hubCheckTimeoutS: Double?
     }
 
     /// Defaults, with GPU profiles' devices from `gpus`, then the config file (if any) on top.
@@ -83,6 +93,9 @@ public struct ServerConfiguration: Sendable {
         if let v = file.autoscaleIntervalS { config.autoscaleInterval = .milliseconds(Int64(v * 1000)) }
         if let v = file.idleTimeoutS { config.idleTimeout = .milliseconds(Int64(v * 1000)) }
         if let v = file.waitQueueLimit { config.waitQueueLimit = max(1, v) }
+        if let v = file.hfEndpoint { config.hfEndpoint = v }
+        if let v = file.modelCacheDir { config.modelCacheDir = (v as NSString).expandingTildeInPath }
+        if let v = file.hubCheckTimeoutS { config.hubCheckTimeout = .milliseconds(Int64(v * 1000)) }
         return config
     }
 }

@@ -32,10 +32,14 @@ public struct ReplicaLaunch: Sendable {
     public var profile: HardwareProfile
     public var port: Int
     public var devices: [String]
+    /// The model file to load (GGUF), once downloaded from the Hub; nil for local paths.
+    public var modelFile: String?
+    /// The Hub cache the model's files were downloaded into (given to vLLM as `HF_HUB_CACHE`, offline).
+    public var modelCacheDir: String?
 
     public init(
         replicaId: String, deploymentId: String, hfModelId: String, hfToken: String?, profile: HardwareProfile,
-        port: Int, devices: [String]
+        port: Int, devices: [String], modelFile: String? = nil, modelCacheDir: String? = nil
     ) {
         self.replicaId = replicaId
         self.deploymentId = deploymentId
@@ -44,6 +48,8 @@ public struct ReplicaLaunch: Sendable {
         self.profile = profile
         self.port = port
         self.devices = devices
+        self.modelFile = modelFile
+        self.modelCacheDir = modelCacheDir
     }
 }
 
@@ -59,17 +65,11 @@ public struct EngineLauncher: Sendable {
     public var lyceumExecutable: String
     public var vllmExecutable: String
     public var llamaServerExecutable: String
-    /// Where replica processes may find downloaded model files (HF_HOME for vLLM).
-    public var modelCacheDir: String?
 
-    public init(
-        lyceumExecutable: String, vllmExecutable: String = "vllm", llamaServerExecutable: String = "llama-server",
-        modelCacheDir: String? = nil
-    ) {
+    public init(lyceumExecutable: String, vllmExecutable: String = "vllm", llamaServerExecutable: String = "llama-server") {
         self.lyceumExecutable = lyceumExecutable
         self.vllmExecutable = vllmExecutable
         self.llamaServerExecutable = llamaServerExecutable
-        self.modelCacheDir = modelCacheDir
     }
 
     public func command(for launch: ReplicaLaunch) throws(EngineUnavailable) -> EngineCommand {
@@ -89,7 +89,11 @@ public struct EngineLauncher: Sendable {
             )
         case .vllm:
             env["CUDA_VISIBLE_DEVICES"] = launch.devices.joined(separator: ",")
-            if let modelCacheDir { env["HF_HOME"] = modelCacheDir }
+            if let cache = launch.modelCacheDir {
+                // The files are already in the cache: vLLM must not go to the network for them.
+                env["HF_HUB_CACHE"] = cache
+                env["HF_HUB_OFFLINE"] = "1"
+            }
             return EngineCommand(
                 executable: vllmExecutable,
                 arguments: [
@@ -100,10 +104,10 @@ public struct EngineLauncher: Sendable {
                 environment: env, healthPath: "/health", servedModelName: launch.deploymentId
             )
         case .llamacpp:
-            let model = launch.hfModelId.hasPrefix("file://") ? String(launch.hfModelId.dropFirst(7)) : launch.hfModelId
+            let model = launch.modelFile ?? (launch.hfModelId.hasPrefix("file://") ? String(launch.hfModelId.dropFirst(7)) : launch.hfModelId)
             guard model.hasSuffix(".gguf"), FileManager.default.fileExists(atPath: model) else {
                 throw EngineUnavailable(
-                    "the cpu profile serves local GGUF files for now: '\(launch.hfModelId)' is not a .gguf file on this machine"
+                    "the cpu profile (llama.cpp) serves GGUF files: '\(launch.hfModelId)' is not a .gguf file on this machine; name a GGUF repository on the Hub (org/repo or org/repo:file.gguf) or a local .gguf path"
                 )
             }
             guard let server = LlamaCppInstaller.locate(configured: llamaServerExecutable) else {

@@ -14,7 +14,9 @@ struct ReplicasTests {
     func vllmCommand() throws {
         var profile = HardwareProfile.defaults(gpuDevices: ["0", "1", "2", "3"]).first { $0.name == "gpu.h100" }!
         profile.gpuCount = 2
-        let command = try EngineLauncher(lyceumExecutable: "/bin/lyceum", modelCacheDir: "/cache").command(for: launch(profile, token: "hf_abc"))
+        var replica = launch(profile, token: "hf_abc")
+        replica.modelCacheDir = "/cache"
+        let command = try EngineLauncher(lyceumExecutable: "/bin/lyceum").command(for: replica)
         #expect(command.executable == "vllm")
         #expect(command.arguments == [
             "serve", "meta-llama/Llama-3.1-8B-Instruct", "--host", "127.0.0.1", "--port", "9000",
@@ -22,7 +24,7 @@ struct ReplicasTests {
         ])
         #expect(command.environment["CUDA_VISIBLE_DEVICES"] == "2,3")
         #expect(command.environment["HF_TOKEN"] == "hf_abc")
-        #expect(command.environment["HF_HOME"] == "/cache")
+        #expect(command.environment["HF_HUB_CACHE"] == "/cache" && command.environment["HF_HUB_OFFLINE"] == "1")
         #expect(command.environment["LYCEUM_REPLICA_ID"] == "r1")
         #expect(!command.arguments.joined(separator: " ").contains("hf_abc"))
     }
