@@ -103,7 +103,7 @@ public struct HubClient: Sendable {
 
     /// The repository's metadata with every file's size and checksum.
     public func model(_ repo: String, token: String?, timeout: Duration = .seconds(10)) async throws(HubError) -> HubModel {
-        let url = "\(endpoint)/api/models/\(repo)?blobs=true"
+        let url = "\(endpoint)/api/models/\(repo)?blobs=True"  // as huggingface_hub sends it
         let body: ByteBuffer
         do {
             let response = try await http.execute(request(url, token: token), timeout: .seconds(timeout.components.seconds))
