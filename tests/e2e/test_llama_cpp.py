@@ -69,3 +69,12 @@ def test_a_cpu_deployment_of_a_missing_file_fails_with_a_clear_reason(start_serv
     failed = server.wait_status(d, "failed", timeout=30)
     reason = failed["replicas"][0]["fail_reason"]
     assert "not a .gguf file on this machine" in reason, reason
+
+
+def test_a_cpu_deployment_without_llama_server_says_how_to_install_it(start_server, tmp_path):
+    model = tiny_model(tmp_path)
+    server = start_server(config={"llama_server_executable": str(tmp_path / "no-such-dir" / "llama-server")})
+    d = server.create(hf_model_id=model, hardware_profile="cpu")
+    failed = server.wait_status(d, "failed", timeout=30)
+    reason = failed["replicas"][0]["fail_reason"]
+    assert "llama-server is not installed: run `lyceum engine install llama.cpp`" in reason, reason
