@@ -31,10 +31,12 @@ public actor Controller: Service {
         var unhealthySince: Date?
     }
 
-    struct LaunchJob: Sendable {
-        var replicaId: String
-        var command: EngineCommand
-        var logPath: String
+    /// Long-running work for one replica, run as a child task of `run()` so shutdown reaches it.
+    enum Job: Sendable {
+        /// Start the engine process and supervise it until it exits.
+        case launch(replicaId: String, command: EngineCommand, logPath: String)
+        /// Fetch the model's files, then let the next reconcile pass launch the replica.
+        case pull(replicaId: String, deploymentId: String, repo: String, format: ModelFormat, token: String?)
     }
 
     let store: DeploymentStore
@@ -57,13 +59,13 @@ public actor Controller: Service {
     /// Deployments being stopped: nothing new is launched for them, even by a reconcile pass already under way.
     var stoppingDeployments: Set<String> = []
     var shuttingDown = false
-    /// Model downloads under way, per replica waiting for one.
-    var pulls: [String: (deploymentId: String, task: Task<Void, Never>)] = [:]
+    /// Replicas waiting for their model's files, and their deployments.
+    var pulls: [String: String] = [:]
     /// Deployments whose model files are on disk, and where.
     var preparedModels: [String: PreparedModel] = [:]
 
-    nonisolated let jobs: AsyncStream<LaunchJob>
-    nonisolated let jobsContinuation: AsyncStream<LaunchJob>.Continuation
+    nonisolated let jobs: AsyncStream<Job>
+    nonisolated let jobsContinuation: AsyncStream<Job>.Continuation
     nonisolated let pokes: AsyncStream<Void>
     nonisolated let pokesContinuation: AsyncStream<Void>.Continuation
     nonisolated let healthPokes: AsyncStream<Void>
@@ -83,7 +85,7 @@ public actor Controller: Service {
         self.sealer = sealer
         self.configuration = configuration
         self.logger = logger
-        (jobs, jobsContinuation) = AsyncStream.makeStream(of: LaunchJob.self)
+        (jobs, jobsContinuation) = AsyncStream.makeStream(of: Job.self)
         (pokes, pokesContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         (healthPokes, healthPokesContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
@@ -109,7 +111,12 @@ public actor Controller: Service {
                 group.addTask { await self.tickLoop() }
                 group.addTask { await self.healthTickLoop() }
                 for await job in jobs {
-                    group.addTask { await self.supervise(job) }
+                    switch job {
+                    case .launch(let replicaId, let command, let logPath):
+                        group.addTask { await self.supervise(replicaId: replicaId, command: command, logPath: logPath) }
+                    case .pull(let replicaId, let deploymentId, let repo, let format, let token):
+                        group.addTask { await self.pull(replicaId: replicaId, deploymentId: deploymentId, repo: repo, format: format, token: token) }
+                    }
                 }
                 // The job stream ends on graceful shutdown: stop every replica, then end the loops.
                 await self.shutdownAll()
@@ -277,7 +284,7 @@ public actor Controller: Service {
             deploymentId: deployment.id, kind: "replica_starting",
             message: "replica \(replica.id) starting on port \(port)" + (devices.isEmpty ? "" : " with devices \(devices.joined(separator: ","))"))
         logger.info("starting replica", metadata: ["replica.id": "\(replica.id)", "deployment.id": "\(deployment.id)", "replica.port": "\(port)"])
-        jobsContinuation.yield(LaunchJob(replicaId: replica.id, command: command, logPath: configuration.logPath(replicaId: replica.id)))
+        jobsContinuation.yield(.launch(replicaId: replica.id, command: command, logPath: configuration.logPath(replicaId: replica.id)))
     }
 
     // MARK: Model downloads
@@ -295,28 +302,41 @@ public actor Controller: Service {
             $0.failReason = nil
         }
         try await store.addEvent(deploymentId: deployment.id, kind: "pulling", message: "replica \(replica.id): fetching \(repo) into the model cache")
+        pulls[replica.id] = deployment.id
+        jobsContinuation.yield(.pull(replicaId: replica.id, deploymentId: deployment.id, repo: repo, format: format, token: token))
+    }
+
+    /// Waits for the (shared) download while reporting its progress; gives up waiting when the replica is
+    /// stopped meanwhile or the server shuts down.
+    private func pull(replicaId: String, deploymentId: String, repo: String, format: ModelFormat, token: String?) async {
+        guard let downloader else { return }
         let store = self.store
-        let replicaId = replica.id
-        let deploymentId = deployment.id
-        let task = Task {
-            let reporter = Task {
-                while !Task.isCancelled {
-                    try? await Task.sleep(for: .milliseconds(500))
-                    if let p = await downloader.progress(repo: repo, format: format) {
-                        try? await store.updateReplica(id: replicaId) { if $0.status == .pullingDockerImage { $0.progress = p.description } }
-                    }
+        let outcome = await withTaskGroup(of: Result<PreparedModel, any Error>?.self) { group in
+            group.addTask {
+                do {
+                    return .success(try await downloader.prepare(repo: repo, format: format, token: token))
+                } catch {
+                    return .failure(error)
                 }
             }
-            defer { reporter.cancel() }
-            do {
-                let prepared = try await downloader.prepare(repo: repo, format: format, token: token)
-                await self.pullFinished(replicaId: replicaId, deploymentId: deploymentId, result: .success(prepared))
-            } catch {
-                await self.pullFinished(replicaId: replicaId, deploymentId: deploymentId, result: .failure(error))
+            group.addTask {
+                while !Task.isCancelled, await self.isPulling(replicaId) {
+                    if let p = await downloader.progress(repo: repo, format: format) {
+                        _ = try? await store.updateReplica(id: replicaId) { if $0.status == .pullingDockerImage { $0.progress = p.description } }
+                    }
+                    try? await Task.sleep(for: .milliseconds(500))
+                }
+                return nil
             }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
         }
-        pulls[replica.id] = (deployment.id, task)
+        guard let outcome else { return }
+        await pullFinished(replicaId: replicaId, deploymentId: deploymentId, result: outcome)
     }
+
+    private func isPulling(_ replicaId: String) -> Bool { pulls[replicaId] != nil && !shuttingDown }
 
     private func pullFinished(replicaId: String, deploymentId: String, result: Result<PreparedModel, any Error>) async {
         pulls[replicaId] = nil
@@ -347,17 +367,17 @@ public actor Controller: Service {
 
     // MARK: Process supervision
 
-    private func supervise(_ job: LaunchJob) async {
+    private func supervise(replicaId: String, command: EngineCommand, logPath: String) async {
         let exit: ProcessExit
         do {
-            exit = try await provider.run(job.command, logPath: job.logPath) { pid in
-                await self.processStarted(job.replicaId, pid: pid)
+            exit = try await provider.run(command, logPath: logPath) { pid in
+                await self.processStarted(replicaId, pid: pid)
             }
         } catch {
-            await processEnded(job.replicaId, description: "could not be started: \(error)")
+            await processEnded(replicaId, description: "could not be started: \(error)")
             return
         }
-        await processEnded(job.replicaId, description: exit.description)
+        await processEnded(replicaId, description: exit.description)
     }
 
     private func processStarted(_ replicaId: String, pid: Int32) async {
@@ -562,14 +582,14 @@ public actor Controller: Service {
     public func replicaCounts(deploymentId: String) -> (ready: Int, starting: Int) {
         let mine = runtimes.values.filter { $0.deploymentId == deploymentId && !$0.stopping }
         let ready = mine.filter(\.healthy).count
-        let pulling = pulls.values.filter { $0.deploymentId == deploymentId }.count
+        let pulling = pulls.values.filter { $0 == deploymentId }.count
         return (ready, mine.count - ready + pulling)
     }
 
     /// Stops one replica's process (if any) and marks it `stopped`.
     func stopReplica(_ id: String, reason: String?) async {
         // A replica waiting for its model stops waiting (the shared download itself goes on for others).
-        pulls.removeValue(forKey: id)?.task.cancel()
+        pulls[id] = nil
         if let deploymentId = runtimes[id]?.deploymentId {
             runtimes[id]?.stopping = true
             // No new requests for it from here on; on scale-down, let the ones it has finish first.

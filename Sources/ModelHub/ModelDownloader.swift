@@ -3,6 +3,7 @@ import Crypto
 import Foundation
 import Logging
 import NIOCore
+import Synchronization
 
 /// Model files ready on disk.
 public struct PreparedModel: Sendable, Equatable {
@@ -43,7 +44,7 @@ public actor ModelDownloader {
     let logger: Logger
     /// Attempts per file when the connection breaks; each resumes where the last one stopped.
     let attempts: Int
-    private var inFlight: [String: Task<PreparedModel, any Error>] = [:]
+    private var inFlight: [String: SharedDownload] = [:]
     private var progress: [String: DownloadProgress] = [:]
 
     public init(cacheDir: String, hub: HubClient, attempts: Int = 5, logger: Logger) {
@@ -77,17 +78,25 @@ public actor ModelDownloader {
     }
 
     /// The files `format` needs from `repo`, downloaded (or found in the cache). Concurrent callers for the
-    /// same files share one download.
+    /// same files share one download; a caller that is cancelled stops waiting at once, and the download
+    /// itself stops when no caller is left (its partial file stays, to be resumed).
     public func prepare(repo: String, format: ModelFormat, token: String?) async throws -> PreparedModel {
         let key = Self.key(repo, format)
-        if let running = inFlight[key] { return try await running.value }
-        let task = Task { try await self.download(repo: repo, format: format, token: token, key: key) }
-        inFlight[key] = task
-        defer {
-            inFlight[key] = nil
-            progress[key] = nil
+        if let shared = inFlight[key], !shared.abandoned { return try await shared.wait() }
+        let shared = SharedDownload()
+        inFlight[key] = shared
+        shared.start {
+            let result = await Result { try await self.download(repo: repo, format: format, token: token, key: key) }
+            await self.finished(key, shared)
+            return result
         }
-        return try await task.value
+        return try await shared.wait()
+    }
+
+    private func finished(_ key: String, _ shared: SharedDownload) {
+        guard inFlight[key] === shared else { return }
+        inFlight[key] = nil
+        progress[key] = nil
     }
 
     private func setProgress(_ key: String, _ value: DownloadProgress) { progress[key] = value }
@@ -172,7 +181,7 @@ public actor ModelDownloader {
     ) async throws {
         let partial = blob + ".incomplete"
         let fm = FileManager.default
-        if !fm.fileExists(atPath: partial) { fm.createFile(atPath: partial, contents: nil) }
+        if !fm.fileExists(atPath: partial) { _ = fm.createFile(atPath: partial, contents: nil) }
         var lastError: (any Error)?
         for attempt in 1...attempts {
             let have = Self.size(of: partial)
@@ -256,5 +265,70 @@ public actor ModelDownloader {
         var hasher = SHA256()
         while let chunk = try handle.read(upToCount: 4 << 20), !chunk.isEmpty { hasher.update(data: chunk) }
         return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+    }
+}
+
+/// One download and the callers waiting for it. Waiting is cancellable per caller; the download is
+/// cancelled when the last waiter leaves. A lock, not the actor, guards the waiters, because a
+/// cancellation handler runs synchronously.
+final class SharedDownload: Sendable {
+    private struct State {
+        var task: Task<Void, Never>?
+        var nextId = 0
+        var waiters: [Int: CheckedContinuation<PreparedModel, any Error>] = [:]
+        var cancelledEarly: Set<Int> = []
+        var result: Result<PreparedModel, any Error>?
+        var abandoned = false
+    }
+    private let state = Mutex(State())
+
+    /// Every waiter left and the download was cancelled: a new caller starts a new one.
+    var abandoned: Bool { state.withLock { $0.abandoned } }
+
+    func start(_ work: @escaping @Sendable () async -> Result<PreparedModel, any Error>) {
+        let task = Task {
+            let result = await work()
+            let waiters = self.state.withLock { s in
+                s.result = result
+                defer { s.waiters = [:] }
+                return Array(s.waiters.values)
+            }
+            for waiter in waiters { waiter.resume(with: result) }
+        }
+        state.withLock { $0.task = task }
+    }
+
+    func wait() async throws -> PreparedModel {
+        let id = state.withLock { s in
+            s.nextId += 1
+            return s.nextId
+        }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                let ready: Result<PreparedModel, any Error>? = state.withLock { s in
+                    if let result = s.result { return result }
+                    if s.cancelledEarly.remove(id) != nil { return .failure(CancellationError()) }
+                    s.waiters[id] = continuation
+                    return nil
+                }
+                if let ready { continuation.resume(with: ready) }
+            }
+        } onCancel: {
+            let (waiter, orphaned, task) = state.withLock { s in
+                let waiter = s.waiters.removeValue(forKey: id)
+                if waiter == nil, s.result == nil { s.cancelledEarly.insert(id) }
+                let orphaned = s.waiters.isEmpty && s.result == nil
+                if orphaned { s.abandoned = true }
+                return (waiter, orphaned, s.task)
+            }
+            waiter?.resume(throwing: CancellationError())
+            if orphaned { task?.cancel() }
+        }
+    }
+}
+
+extension Result where Failure == any Error {
+    init(catching body: () async throws -> Success) async {
+        do { self = .success(try await body()) } catch { self = .failure(error) }
     }
 }

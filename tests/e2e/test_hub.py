@@ -7,6 +7,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 
 from openai import OpenAI
 
@@ -211,3 +212,27 @@ def test_gated_model_token_never_leaks_into_answers_logs_events_or_the_process_t
         assert leaks == [], f"the token appears in: {leaks}"
         r = call("DELETE", f"{API}/inference/stop", json={"deployment_id": d})
         assert token not in r.text
+
+
+def test_hub_standin_stop_during_a_download_cancels_it_and_the_next_deployment_resumes_it(start_server, tmp_path):
+    q4 = gguf(tmp_path, 1)
+    with HubStandIn({"acme/tiny-GGUF": Repo({"tiny-Q4_K_M.gguf": q4})}) as hub:
+        hub.throttle = 50_000  # about 10 s for the file
+        server = start_server(config=hub_config(hub, tmp_path))
+        d = create(server, hf_model_id="acme/tiny-GGUF").json()["deployment_id"]
+        blobs = tmp_path / "hub-cache" / "models--acme--tiny-GGUF" / "blobs"
+        partial = blobs / (hashlib.sha256(q4).hexdigest() + ".incomplete")
+        wait_for(lambda: partial.exists() and partial.stat().st_size > 64_000, timeout=30, what="part of the file on disk")
+        server.stop(d)
+        assert server.get(d, include_terminated=True)["replicas"][0]["status"] == "stopped"
+        # The download stops too: the partial file stops growing.
+        size = wait_for(lambda: (a := partial.stat().st_size) == (time.sleep(1.5) or partial.stat().st_size) and a,
+                        timeout=15, what="the download to stop")
+        assert 0 < size < len(q4)
+        hub.throttle = None
+        d2 = create(server, hf_model_id="acme/tiny-GGUF").json()["deployment_id"]
+        server.wait_status(d2, "running", timeout=120)
+        gets = hub.file_requests("tiny-Q4_K_M.gguf")
+        assert gets[-1]["range"] == f"bytes={size}-", gets
+        assert (blobs / hashlib.sha256(q4).hexdigest()).read_bytes() == q4
+        server.stop(d2)
