@@ -51,6 +51,7 @@ let package = Package(
         .target(
             name: "ModelHub",
             dependencies: [
+                "InferenceCore",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -124,7 +125,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "lyceum",
-            dependencies: ["LyceumCLI"],
+            dependencies: ["LyceumCLI", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
         .executableTarget(

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import InferenceCore
 
 /// API keys: `lk_` and 40 random base62 characters, stored only as their SHA-256.
 public enum APIKeys {
@@ -11,7 +12,7 @@ public enum APIKeys {
     }
 
     public static func hash(_ key: String) -> String {
-        SHA256.hash(data: Data(key.utf8)).map { String(format: "%02x", $0) }.joined()
+        hexString(SHA256.hash(data: Data(key.utf8)))
     }
 
     /// The first characters of a key, safe to show and to log.

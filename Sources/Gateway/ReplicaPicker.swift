@@ -2,8 +2,9 @@ import Controller
 import Foundation
 import Synchronization
 
-/// Chooses a replica per request: least outstanding requests between two random candidates
-/// ("power of two choices"), skipping replicas that recently failed a request.
+/// Chooses a replica per request: the one with the fewest outstanding requests (ties broken at random),
+/// skipping replicas that recently failed a request. Up to `fullScanLimit` replicas every one is looked
+/// at; beyond that, two random candidates ("power of two choices"), which stays O(1) and avoids herding.
 public final class ReplicaPicker: Sendable {
     struct State {
         var outstanding: [String: Int] = [:]
@@ -14,8 +15,12 @@ public final class ReplicaPicker: Sendable {
     private let state = Mutex(State())
     /// How long a replica that failed a request is avoided while the health checker looks at it.
     let suspectFor: Duration
+    let fullScanLimit: Int
 
-    public init(suspectFor: Duration = .seconds(2)) { self.suspectFor = suspectFor }
+    public init(suspectFor: Duration = .seconds(2), fullScanLimit: Int = 16) {
+        self.suspectFor = suspectFor
+        self.fullScanLimit = fullScanLimit
+    }
 
     /// Picks a replica not in `excluded` and counts a request against it; `release` must follow.
     func acquire(from endpoints: [RouteTable.Endpoint], excluding excluded: Set<String>) -> RouteTable.Endpoint? {
@@ -25,11 +30,21 @@ public final class ReplicaPicker: Sendable {
             let trusted = open.filter { (s.suspectUntil[$0.replicaId] ?? now) <= now }
             let candidates = trusted.isEmpty ? open : trusted
             guard !candidates.isEmpty else { return nil }
-            var chosen = candidates[Int.random(in: 0..<candidates.count)]
-            if candidates.count > 1 {
+            func load(_ e: RouteTable.Endpoint) -> Int { s.outstanding[e.replicaId, default: 0] }
+            var chosen: RouteTable.Endpoint
+            if candidates.count <= fullScanLimit {
+                // Start at a random place so that ties do not always go to the same replica.
+                let start = Int.random(in: 0..<candidates.count)
+                chosen = candidates[start]
+                for i in 1..<candidates.count {
+                    let next = candidates[(start + i) % candidates.count]
+                    if load(next) < load(chosen) { chosen = next }
+                }
+            } else {
+                chosen = candidates[Int.random(in: 0..<candidates.count)]
                 var other = candidates[Int.random(in: 0..<(candidates.count - 1))]
                 if other.replicaId == chosen.replicaId { other = candidates[candidates.count - 1] }
-                if s.outstanding[other.replicaId, default: 0] < s.outstanding[chosen.replicaId, default: 0] { chosen = other }
+                if load(other) < load(chosen) { chosen = other }
             }
             s.outstanding[chosen.replicaId, default: 0] += 1
             return chosen

@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Crypto
 import Foundation
+import InferenceCore
 import Logging
 import NIOCore
 import Synchronization
@@ -207,7 +208,7 @@ public actor ModelDownloader {
             throw HubError.sizeMismatch(file: file.name, expected: size, actual: got)
         }
         if let expected = file.sha256?.lowercased() {
-            let actual = try Self.sha256Hex(file: partial)
+            let actual = try await Self.sha256Hex(file: partial)
             guard actual == expected else {
                 try? fm.removeItem(atPath: partial)
                 throw HubError.checksumMismatch(file: file.name, expected: expected, actual: actual)
@@ -257,14 +258,24 @@ public actor ModelDownloader {
         return (attributes[.size] as? NSNumber)?.int64Value ?? 0
     }
 
-    static func sha256Hex(_ data: Data) -> String { SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined() }
+    static func sha256Hex(_ data: Data) -> String { hexString(SHA256.hash(data: data)) }
 
-    static func sha256Hex(file path: String) throws -> String {
+    /// Hashes a file on a dispatch thread: gigabytes of weights must not hold up an event loop (Swift
+    /// concurrency runs on NIO's event loops in this server).
+    static func sha256Hex(file path: String) async throws -> String {
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global(qos: .utility).async {
+                continuation.resume(with: Result { try sha256HexBlocking(file: path) })
+            }
+        }
+    }
+
+    private static func sha256HexBlocking(file path: String) throws -> String {
         let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
         defer { try? handle.close() }
         var hasher = SHA256()
         while let chunk = try handle.read(upToCount: 4 << 20), !chunk.isEmpty { hasher.update(data: chunk) }
-        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        return hexString(hasher.finalize())
     }
 }
 

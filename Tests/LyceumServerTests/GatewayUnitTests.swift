@@ -7,13 +7,25 @@ import Testing
 struct ReplicaPickerTests {
     let endpoints = (0..<4).map { RouteTable.Endpoint(replicaId: "r\($0)", port: 1000 + $0, servedModelName: "d") }
 
-    @Test("outstanding requests stay evenly spread under power-of-two choices")
-    func spread() {
+    @Test("with few replicas the least loaded always gets the request: outstanding counts differ by at most one")
+    func spreadFullScan() {
         let picker = ReplicaPicker()
         for _ in 0..<400 { _ = picker.acquire(from: endpoints, excluding: []) }
         let counts = picker.outstanding().values
-        #expect(counts.reduce(0, +) == 400)
-        #expect(counts.max()! - counts.min()! <= 3, "spread was \(picker.outstanding())")
+        #expect(counts.reduce(0, +) == 400 && counts.max()! - counts.min()! == 0)
+        picker.release("r2")
+        picker.release("r2")
+        #expect(picker.acquire(from: endpoints, excluding: [])?.replicaId == "r2")
+    }
+
+    @Test("with many replicas, power-of-two choices keeps outstanding requests evenly spread")
+    func spreadTwoChoices() {
+        let many = (0..<40).map { RouteTable.Endpoint(replicaId: "r\($0)", port: 1000 + $0, servedModelName: "d") }
+        let picker = ReplicaPicker()
+        for _ in 0..<4000 { _ = picker.acquire(from: many, excluding: []) }
+        let counts = picker.outstanding().values
+        #expect(counts.reduce(0, +) == 4000)
+        #expect(counts.max()! - counts.min()! <= 4, "spread was \(picker.outstanding())")
     }
 
     @Test("released requests no longer count, and tried replicas are skipped")
