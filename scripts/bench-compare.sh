@@ -18,7 +18,7 @@
 #
 # Environment: CONTENDERS, DURATION (s per rate), WARMUP, LAT_RATES, SEARCH_RATES, REQ_TIMEOUT (s after
 # which a request counts as an error), CPU_RATE, STREAMS, OVERHEAD (0 skips part 1), LB (0 skips part 2),
-# LB_SKIP/LB_SPAN (trace seconds), LB_SPEEDUP, LB_ITL_MS, VLLM_POLICIES, SGLANG_POLICIES, SKIP_BUILD=1 (use
+# LB_SKIP/LB_SPAN (trace seconds), LB_SPEEDUP, LB_SWEEP (other speedups, fewer balancers), LB_ITL_MS, VLLM_POLICIES, SGLANG_POLICIES, SKIP_BUILD=1 (use
 # existing release binaries), WRITE_DOCS=0 (print the section instead of writing docs/benchmarks.md and the plot).
 # Full run: about 23 minutes on 2 cores.
 # Smoke run: DURATION=1 CONTENDERS="nginx lyceum" LB_SPAN=30 scripts/bench-compare.sh
@@ -38,6 +38,9 @@ LB="${LB:-1}"
 LB_SKIP="${LB_SKIP:-600}"
 LB_SPAN="${LB_SPAN:-180}"
 LB_SPEEDUP="${LB_SPEEDUP:-3}"
+# Other loads for the same slice, run only for our gateway, round robin and least connections (the load a
+# balancer is judged at decides how far round robin falls behind; these show the trend).
+LB_SWEEP="${LB_SWEEP:-3.25 3.5 3.75}"
 LB_ITL_MS="${LB_ITL_MS:-3.5}"
 VLLM_POLICIES="${VLLM_POLICIES:-round_robin random power_of_two cache_aware}"
 SGLANG_POLICIES="${SGLANG_POLICIES:-round_robin random power_of_two cache_aware}"
@@ -45,7 +48,7 @@ WRITE_DOCS="${WRITE_DOCS:-1}"
 TRACE="$(cd .. && pwd)/shared/traces/azure-llm-2023-conv.csv"
 VENV="$ROOT/.venv-bench"
 STARTED_AT=$(date +%s)
-COMMAND="$(for v in DURATION WARMUP LAT_RATES SEARCH_RATES REQ_TIMEOUT CPU_RATE STREAMS CONTENDERS OVERHEAD LB LB_SKIP LB_SPAN LB_SPEEDUP LB_ITL_MS; do
+COMMAND="$(for v in DURATION WARMUP LAT_RATES SEARCH_RATES REQ_TIMEOUT CPU_RATE STREAMS CONTENDERS OVERHEAD LB LB_SKIP LB_SPAN LB_SPEEDUP LB_SWEEP LB_ITL_MS; do
   printf '%s=%q ' "$v" "${!v}"; done)scripts/bench-compare.sh"
 
 for name in $CONTENDERS; do
@@ -397,34 +400,46 @@ if [ "$LB" = 1 ]; then
   LB_RUNS=()
   for name in $CONTENDERS; do
     case "$name" in
-      lyceum) LB_RUNS+=("lyceum:power of two (least outstanding)");;
-      nginx) LB_RUNS+=("nginx:round robin");;
-      haproxy) LB_RUNS+=("haproxy:leastconn");;
-      vllm-router) for p in $VLLM_POLICIES; do LB_RUNS+=("vllm-router:$p"); done;;
-      sglang-router) for p in $SGLANG_POLICIES; do LB_RUNS+=("sglang-router:$p"); done;;
+      lyceum) LB_RUNS+=("$LB_SPEEDUP:lyceum:least outstanding");;
+      nginx) LB_RUNS+=("$LB_SPEEDUP:nginx:round robin");;
+      haproxy) LB_RUNS+=("$LB_SPEEDUP:haproxy:leastconn");;
+      vllm-router) for p in $VLLM_POLICIES; do LB_RUNS+=("$LB_SPEEDUP:vllm-router:$p"); done;;
+      sglang-router) for p in $SGLANG_POLICIES; do LB_RUNS+=("$LB_SPEEDUP:sglang-router:$p"); done;;
     esac
   done
+  for speed in $LB_SWEEP; do
+    for name in $CONTENDERS; do
+      case "$name" in
+        lyceum) LB_RUNS+=("$speed:lyceum:least outstanding");;
+        nginx) LB_RUNS+=("$speed:nginx:round robin");;
+        haproxy) LB_RUNS+=("$speed:haproxy:leastconn");;
+      esac
+    done
+  done
   for run in "${LB_RUNS[@]}"; do
+    speed="${run%%:*}" run="${run#*:}"
     name="${run%%:*}" policy="${run#*:}"
-    log "part 2: $name $policy"
+    log "part 2: $name $policy at ${speed}x"
     arg="$policy"; [ "$name" = nginx ] && arg=""; [ "$name" = haproxy ] && arg=leastconn
     if ! start_contender "$name" "$LB_PORTS" "$arg" "$LBID"; then
       status_row "$name" "lb:$policy" "$START_ERROR"; stop_contender; continue
     fi
     busy0=$(cpu0); before=$(usage "$name")
-    out=$(timeout $(python3 -c "print(int($LB_SPAN / $LB_SPEEDUP + 180))") taskset -c 1 "$BENCH" replay --url "$PROXY_URL" \
-      ${PROXY_KEY:+--key "$PROXY_KEY"} --model "$LBID" --trace "$TRACE" --skip "$LB_SKIP" --span "$LB_SPAN" --speedup "$LB_SPEEDUP" \
+    out=$(timeout $(python3 -c "print(int($LB_SPAN / $speed + 180))") taskset -c 1 "$BENCH" replay --url "$PROXY_URL" \
+      ${PROXY_KEY:+--key "$PROXY_KEY"} --model "$LBID" --trace "$TRACE" --skip "$LB_SKIP" --span "$LB_SPAN" --speedup "$speed" \
       --stream --unique-prompts --ttft-slo-ms 1000 --tpot-slo-ms 50 --timeout 120 --label "$name" || true)
     after=$(usage "$name"); busy1=$(cpu0)
-    python3 - "$out" "$name" "$policy" "$before" "$after" "$busy0" "$busy1" >>"$RESULTS" <<'PY'
+    python3 - "$out" "$name" "$policy" "$before" "$after" "$busy0" "$busy1" "$speed" >>"$RESULTS" <<'PY'
 import json, sys
 out, name, policy = sys.argv[1:4]
 before, after, busy0, busy1 = (json.loads(x) for x in sys.argv[4:8])
+speed = float(sys.argv[8])
 try:
     row = json.loads(out.strip().splitlines()[-1])
 except (ValueError, IndexError):
     row = {"label": name, "mode": "replay", "killed": True}
 row["policy"] = policy
+row["speedup"] = speed
 proxy = after.get("cpu_s", 0) - before.get("cpu_s", 0)
 if busy1["at"] > busy0["at"]:
     row["proxy_cpu_s"] = proxy
@@ -440,7 +455,7 @@ fi
 ELAPSED=$(( $(date +%s) - STARTED_AT ))
 cp "$RESULTS" "$ROOT/.build/bench-compare-results.jsonl" 2>/dev/null || true
 export BENCH_COMMAND="$COMMAND" BENCH_ELAPSED="$ELAPSED" BENCH_TRACE="$TRACE" BENCH_LB_SKIP="$LB_SKIP" BENCH_LB_SPAN="$LB_SPAN" \
-  BENCH_LB_SPEEDUP="$LB_SPEEDUP" BENCH_LB_ITL_MS="$LB_ITL_MS" BENCH_DURATION="$DURATION" BENCH_WARMUP="$WARMUP" \
+  BENCH_LB_SPEEDUP="$LB_SPEEDUP" BENCH_LB_SWEEP="$LB_SWEEP" BENCH_LB_ITL_MS="$LB_ITL_MS" BENCH_DURATION="$DURATION" BENCH_WARMUP="$WARMUP" \
   BENCH_LAT_RATES="$LAT_RATES" BENCH_SEARCH_RATES="$SEARCH_RATES" BENCH_REQ_TIMEOUT="$REQ_TIMEOUT" BENCH_CPU_RATE="$CPU_RATE" \
   BENCH_STREAMS="$STREAMS"
 if [ "$WRITE_DOCS" = 1 ]; then
