@@ -162,7 +162,7 @@ def test_hub_standin_corrupted_download_is_rejected_and_discarded(start_server, 
         assert server.request("GET", f"{API}/inference/list").status_code == 200
 
 
-def test_gated_model_token_never_leaks_into_answers_logs_events_or_the_process_table(start_server, tmp_path):
+def test_hub_standin_gated_model_token_never_leaks_into_answers_logs_events_or_the_process_table(start_server, tmp_path):
     token = "hf_LyceumLeakCanary" + secrets.token_hex(8)
     q4 = gguf(tmp_path, 1)
     with HubStandIn({"acme/gated-GGUF": Repo({"tiny-Q4_K_M.gguf": q4}, gated=True, tokens={token})}) as hub:
