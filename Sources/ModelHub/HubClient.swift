@@ -49,6 +49,10 @@ public enum HubError: Error, CustomStringConvertible, Sendable, Equatable {
     case checksumMismatch(file: String, expected: String, actual: String)
     case sizeMismatch(file: String, expected: Int64, actual: Int64)
     case noSuchFile(repo: String, file: String)
+    /// A GGUF file that is not in the repository, with the GGUF files that are.
+    case noSuchGGUF(repo: String, file: String, available: [String])
+    /// A repository with no GGUF file, named for the cpu profile.
+    case noGGUF(repo: String)
 
     public var description: String {
         switch self {
@@ -60,6 +64,10 @@ public enum HubError: Error, CustomStringConvertible, Sendable, Equatable {
         case .checksumMismatch(let file, let expected, let actual): "download of \(file) is corrupt: SHA-256 \(actual), the Hub lists \(expected); the file was discarded"
         case .sizeMismatch(let file, let expected, let actual): "download of \(file) is corrupt: \(actual) bytes, the Hub lists \(expected); the file was discarded"
         case .noSuchFile(let repo, let file): "model '\(repo)' has no file '\(file)'"
+        case .noSuchGGUF(let repo, let file, let available):
+            "model '\(repo)' has no file '\(file)'" + (available.isEmpty ? "" : "; its GGUF files: \(available.joined(separator: ", "))")
+        case .noGGUF(let repo):
+            "model '\(repo)' has no GGUF file; the cpu profile (llama.cpp) serves GGUF models: name a GGUF repository, or one file as repo:file.gguf"
         }
     }
 }
@@ -184,10 +192,12 @@ extension HubClient {
         let names = model.files.map(\.name)
         switch format {
         case .gguf(let file?):
-            guard names.contains(file) else { throw .noSuchFile(repo: repo, file: file) }
+            guard names.contains(file) else {
+                throw .noSuchGGUF(repo: repo, file: file, available: names.filter { $0.lowercased().hasSuffix(".gguf") })
+            }
             return splitParts(of: file, in: names)
         case .gguf(nil):
-            guard let file = chooseGGUF(names) else { throw .noSuchFile(repo: repo, file: "*.gguf") }
+            guard let file = chooseGGUF(names) else { throw .noGGUF(repo: repo) }
             return splitParts(of: file, in: names)
         case .checkpoint:
             return checkpointFiles(names)
@@ -204,28 +214,26 @@ extension HubClient {
     /// Checks that `reference` names a model that exists, that `token` can read, and that has the files
     /// `format` needs. Network trouble gives `.skipped`, never a refusal.
     public func check(repo: String, format: ModelFormat, token: String?, timeout: Duration = .seconds(5)) async -> HubCheck {
+        let model: HubModel
+        let files: [String]
         do {
-            let model = try await model(repo, token: token, timeout: timeout)
-            let files = try Self.files(for: format, in: model, repo: repo)
+            model = try await self.model(repo, token: token, timeout: timeout)
+            files = try Self.files(for: format, in: model, repo: repo)
             if model.gated, let first = files.first {
                 try await checkAccess(repo: repo, revision: model.sha, file: first, token: token, timeout: timeout)
             }
-            return .ok(model, files: files)
         } catch {
-            switch error {
-            case .unreachable, .unexpectedStatus: return .skipped(reason: error.description)
-            case .gatedNeedsToken, .accessDenied: return .refused(field: "hf_token", message: error.description)
-            case .noSuchFile(let repo, "*.gguf"):
-                return .refused(
-                    field: "hf_model_id",
-                    message: "model '\(repo)' has no GGUF file; the cpu profile (llama.cpp) serves GGUF models: name a GGUF repository, or one file as repo:file.gguf")
-            case .noSuchFile(let repo, let file):
-                let ggufs = (try? await model(repo, token: token, timeout: timeout))?.files.map(\.name).filter { $0.hasSuffix(".gguf") } ?? []
-                return .refused(
-                    field: "hf_model_id",
-                    message: "model '\(repo)' has no file '\(file)'" + (ggufs.isEmpty ? "" : "; its GGUF files: \(ggufs.joined(separator: ", "))"))
-            default: return .refused(field: "hf_model_id", message: error.description)
-            }
+            return Self.outcome(of: error)
+        }
+        return .ok(model, files: files)
+    }
+
+    /// What a failed check means for the create request.
+    static func outcome(of error: HubError) -> HubCheck {
+        switch error {
+        case .unreachable, .unexpectedStatus: return .skipped(reason: error.description)
+        case .gatedNeedsToken, .accessDenied: return .refused(field: "hf_token", message: error.description)
+        default: return .refused(field: "hf_model_id", message: error.description)
         }
     }
 }

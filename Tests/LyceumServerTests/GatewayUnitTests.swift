@@ -25,7 +25,9 @@ struct ReplicaPickerTests {
         for _ in 0..<4000 { _ = picker.acquire(from: many, excluding: []) }
         let counts = picker.outstanding().values
         #expect(counts.reduce(0, +) == 4000)
-        #expect(counts.max()! - counts.min()! <= 4, "spread was \(picker.outstanding())")
+        // Two choices keep the gap to a few requests (it grows like log log n); picking one replica at random
+        // would leave a gap of about 35 here (100 per replica, standard deviation 10, over 40 replicas).
+        #expect(counts.max()! - counts.min()! <= 8, "spread was \(picker.outstanding())")
     }
 
     @Test("released requests no longer count, and tried replicas are skipped")

@@ -42,6 +42,6 @@ struct ModelHubTests {
         let model = HubModel(id: "o/r", sha: "abc", gated: false, files: names.map { HubFile(name: $0, size: 1, sha256: nil, blobId: nil) })
         #expect(try HubClient.files(for: .gguf(file: nil), in: model, repo: "o/r") == ["a-q4_k_m-00001-of-00002.gguf", "a-q4_k_m-00002-of-00002.gguf"])
         #expect(try HubClient.files(for: .gguf(file: "b-q8_0.gguf"), in: model, repo: "o/r") == ["b-q8_0.gguf"])
-        #expect(throws: HubError.noSuchFile(repo: "o/r", file: "c.gguf")) { try HubClient.files(for: .gguf(file: "c.gguf"), in: model, repo: "o/r") }
+        #expect(throws: HubError.noSuchGGUF(repo: "o/r", file: "c.gguf", available: names)) { try HubClient.files(for: .gguf(file: "c.gguf"), in: model, repo: "o/r") }
     }
 }
