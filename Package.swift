@@ -24,6 +24,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
+        .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
     ],
     targets: [
         .target(
@@ -106,6 +108,9 @@ let package = Package(
             dependencies: [
                 "InferenceCore", "DeploymentStore", "Replicas", "Controller", "ControlPlane", "Gateway", "ModelHub",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -140,13 +145,15 @@ let package = Package(
         ),
         .testTarget(
             name: "InferenceCoreTests",
-            dependencies: ["InferenceCore"],
+            dependencies: ["InferenceCore", .product(name: "PropertyBased", package: "swift-property-based")],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "LyceumServerTests",
             dependencies: [
-                "LyceumServer", "DeploymentStore", "Replicas", "Controller", "Gateway", "InferenceCore", "ModelHub",
+                "LyceumServer", "DeploymentStore", "Replicas", "Controller", "Gateway", "InferenceCore", "ModelHub", "ControlPlane",
+                .product(name: "PropertyBased", package: "swift-property-based"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -16,11 +16,13 @@ public struct ControlPlaneRoutes: Sendable {
     /// Checks Hub model ids at create time; nil skips the check.
     let hub: HubClient?
     let hubCheckTimeout: Duration
+    let policy: TenantPolicy
 
     public init(
         store: DeploymentStore, controller: Controller, authenticator: Authenticator, sealer: SecretSealer,
-        profiles: [HardwareProfile], hub: HubClient? = nil, hubCheckTimeout: Duration = .seconds(5)
+        profiles: [HardwareProfile], hub: HubClient? = nil, hubCheckTimeout: Duration = .seconds(5), policy: TenantPolicy = .init()
     ) {
+        self.policy = policy
         self.hub = hub
         self.hubCheckTimeout = hubCheckTimeout
         self.store = store
@@ -44,6 +46,7 @@ public struct ControlPlaneRoutes: Sendable {
         api.get("inference/usage") { request, context in try await usage(request, context) }
         api.get("pricing") { _, _ in pricing() }
         api.post("admin/keys") { request, context in try await createKey(request, context) }
+        addCompatibilityRoutes(to: api)
     }
 
     // MARK: Deployments
@@ -51,21 +54,23 @@ public struct ControlPlaneRoutes: Sendable {
     func create(_ request: Request, _ context: LyceumRequestContext) async throws -> Response {
         let caller = try context.requireCaller()
         let body = try await request.body.collect(upTo: context.maxUploadSize)
-        let spec = try DeploymentSpec.validate(body: Data(buffer: body), knownProfiles: profiles.map(\.name))
-        // Engines that load weights need the model from the Hub: check it exists and the token can read it.
-        var hubNote: String?
-        if let hub, let engine = profiles.first(where: { $0.name == spec.hardwareProfile })?.engine,
-            let (repo, format) = Controller.hubFiles(modelId: spec.hfModelId, engine: engine)
+        let spec = try DeploymentSpec.validate(body: Data(buffer: body), profiles: profiles, limits: policy.createLimits)
+        let engine = profiles.first(where: { $0.name == spec.hardwareProfile })?.engine ?? .sim
+        if case .local(let path) = ModelReference(spec.hfModelId), engine != .sim,
+            let refusal = policy.localModels.refusal(path: path, isAdmin: caller.isAdmin)
         {
-            switch await hub.check(repo: repo, format: format, token: spec.hfToken, timeout: hubCheckTimeout) {
-            case .ok(let model, let files):
-                hubNote = "checked on the Hub: \(repo) at \(model.sha.prefix(12))\(model.gated ? " (gated; the token grants access)" : ""), will fetch \(files.count == 1 ? files[0] : "\(files.count) files")"
-            case .refused(let field, let message):
-                throw ValidationFailure([ValidationIssue(field: field, msg: message, type: "value_error")])
-            case .skipped(let reason):
-                hubNote = "Hub check skipped: \(reason); the model will be fetched when a replica starts"
+            throw ValidationFailure([ValidationIssue(field: "hf_model_id", msg: "Value error, \(refusal)", type: "value_error")])
+        }
+        if !caller.isAdmin {
+            let asked = try await store.desiredReplicaCount(orgId: caller.orgId)
+            if saturatingAdd(asked, spec.minReplicas) > policy.quota.maxReplicas {
+                throw ValidationFailure([ValidationIssue(
+                    field: "min_replicas",
+                    msg: "Value error, your organisation's active deployments already ask for \(asked) replicas; its limit is \(policy.quota.maxReplicas)",
+                    type: "value_error")])
             }
         }
+        let hubNote = try await checkHub(spec, engine: engine, caller: caller)
         let sealed = try spec.hfToken.map { try sealer.seal($0) }
         let record = DeploymentRecord(
             id: UUID().uuidString.lowercased(), orgId: caller.orgId, spec: spec, hfTokenSealed: sealed, now: Date())
@@ -75,6 +80,28 @@ public struct ControlPlaneRoutes: Sendable {
         if let hubNote { try await store.addEvent(deploymentId: record.id, kind: "hub_check", message: hubNote) }
         controller.poke()
         return DetailErrorMiddleware.respond(.ok, CreateDeploymentResponse(deploymentId: record.id, status: .created))
+    }
+
+    /// Engines that load weights need the model from the Hub: it must exist and the token must read it. An
+    /// organisation that passes the check is recorded as granted the model; when the Hub cannot be reached, a
+    /// model already in the cache is served only to an organisation granted it before.
+    func checkHub(_ spec: DeploymentSpec, engine: EngineKind, caller: Caller) async throws -> String? {
+        guard let hub, let (repo, format) = Controller.hubFiles(modelId: spec.hfModelId, engine: engine) else { return nil }
+        switch await hub.check(repo: repo, format: format, token: spec.hfToken, timeout: hubCheckTimeout) {
+        case .ok(let model, let files):
+            try await store.grantModel(orgId: caller.orgId, repo: repo)
+            return "checked on the Hub: \(repo) at \(model.sha.prefix(12))\(model.gated ? " (gated; the token grants access)" : ""), will fetch \(files.count == 1 ? files[0] : "\(files.count) files")"
+        case .refused(let field, let message):
+            throw ValidationFailure([ValidationIssue(field: field, msg: message, type: "value_error")])
+        case .skipped(let reason):
+            if policy.isModelCached(repo), try await !store.hasModelGrant(orgId: caller.orgId, repo: repo) {
+                throw ValidationFailure([ValidationIssue(
+                    field: "hf_model_id",
+                    msg: "Value error, the Hugging Face Hub cannot be reached to check your access to \(repo) (\(reason)), and your organisation has not been granted it before; retry when the Hub is reachable",
+                    type: "value_error")])
+            }
+            return "Hub check skipped: \(reason); the model will be fetched when a replica starts"
+        }
     }
 
     func get(_ request: Request, _ context: LyceumRequestContext) async throws -> Response {
@@ -119,6 +146,8 @@ public struct ControlPlaneRoutes: Sendable {
 
     /// The caller's deployment, or 404: unknown, another organisation's, and (unless asked) stopped look the same.
     func ownedDeployment(_ id: String, caller: Caller, includeTerminated: Bool) async throws -> DeploymentRecord {
+        // Ids with NUL or control characters never reach the store (SQLite cuts a string at its first NUL).
+        guard id.isPlausibleIdentifier else { throw ControlPlaneError(.notFound, "Deployment not found: the id is not a deployment id") }
         guard let d = try await store.deployment(id: id.lowercased()), d.orgId == caller.orgId else {
             throw ControlPlaneError.notFound(id)
         }
@@ -153,7 +182,7 @@ public struct ControlPlaneRoutes: Sendable {
             for model in profile.catalogue {
                 models.append(
                     CatalogueModel(
-                        servingName: model.split(separator: "/").last.map { $0.lowercased() } ?? model, hfModelId: model,
+                        servingName: Catalogue.servingName(model), hfModelId: model,
                         hardwareProfile: profile.name, gpuType: profile.gpuType, gpuCount: profile.gpuCount,
                         pricePerHour: profile.pricePerHour, isGpuAvailable: available, readyTimeoutS: profile.readyTimeoutS))
             }
@@ -164,7 +193,7 @@ public struct ControlPlaneRoutes: Sendable {
     func replicaLogs(_ context: LyceumRequestContext) async throws -> Response {
         let caller = try context.requireCaller()
         let replicaId = try context.parameters.require("replica_id").lowercased()
-        guard let replica = try await store.replica(id: replicaId),
+        guard replicaId.isPlausibleIdentifier, let replica = try await store.replica(id: replicaId),
             let deployment = try await store.deployment(id: replica.deploymentId), deployment.orgId == caller.orgId
         else {
             throw ControlPlaneError(.notFound, "Replica \(replicaId) not found")

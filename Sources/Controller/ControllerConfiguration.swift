@@ -9,6 +9,8 @@ public struct ControllerConfiguration: Sendable {
     public var reconcileInterval: Duration = .seconds(1)
     public var healthInterval: Duration = .seconds(2)
     public var healthTimeout: Duration = .seconds(2)
+    /// How long a probe with a real tiny request may take; a slower answer proves nothing either way.
+    public var answerTimeout: Duration = .seconds(10)
     /// A replica that fails to start this many times in a row is `failed`.
     public var maxConsecutiveFailures: Int = 4
     /// First restart delay; doubles per consecutive failure, up to `maxRestartBackoff`.
@@ -20,6 +22,13 @@ public struct ControllerConfiguration: Sendable {
     public var drainTimeout: Duration = .seconds(30)
     /// A running replica that fails its health probe for this long is restarted.
     public var unhealthyRestartAfter: Duration = .seconds(30)
+
+    /// The most replicas one deployment may run; a stored desired count above it is clamped, never acted on.
+    public var maxReplicasPerDeployment = 64
+    /// Per-organisation limits (devices per profile) for tenants; admin organisations are not limited.
+    public var orgQuota = OrgQuota()
+    /// A ready replica whose real requests were answered wrongly this many probes in a row is replaced.
+    public var maxWrongAnswers = 3
 
     public init(dataDir: String, profiles: [HardwareProfile]) {
         self.dataDir = dataDir

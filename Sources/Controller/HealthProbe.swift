@@ -1,10 +1,24 @@
 import AsyncHTTPClient
 import Foundation
+import InferenceCore
 import NIOCore
 
-/// Probes a replica's health URL. One protocol so the controller can be exercised without a network.
+/// What a real tiny request to a replica showed.
+public enum AnswerCheck: Sendable, Equatable {
+    /// A chat completion came back.
+    case ok
+    /// An answer came back that is not one: the replica is misconfigured or broken.
+    case wrong(String)
+    /// No answer in time (busy, starting): proves nothing.
+    case inconclusive(String)
+}
+
+/// Probes a replica's health URL and its real chat route. One protocol so the controller can be
+/// exercised without a network.
 public protocol HealthProbing: Sendable {
     func isHealthy(port: Int, path: String, timeout: Duration) async -> Bool
+    /// Sends a one-token chat completion as a client would and judges the answer.
+    func checkAnswer(port: Int, servedModelName: String, timeout: Duration) async -> AnswerCheck
 }
 
 /// Health over HTTP on loopback: healthy means a 2xx answer within the timeout.
@@ -16,11 +30,34 @@ public struct HTTPHealthProbe: HealthProbing {
     public func isHealthy(port: Int, path: String, timeout: Duration) async -> Bool {
         let request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
         do {
-            let response = try await client.execute(request, timeout: .nanoseconds(Int64(timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000)))
+            let response = try await client.execute(request, timeout: timeAmount(timeout))
             _ = try? await response.body.collect(upTo: 64 * 1024)
             return (200..<300).contains(response.status.code)
         } catch {
             return false
         }
+    }
+
+    public func checkAnswer(port: Int, servedModelName: String, timeout: Duration) async -> AnswerCheck {
+        var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/v1/chat/completions")
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.body = .bytes(ByteBuffer(
+            string: #"{"model":"\#(jsonEscape(servedModelName))","messages":[{"role":"user","content":"ping"}],"max_tokens":1,"temperature":0}"#))
+        do {
+            let response = try await client.execute(request, timeout: timeAmount(timeout))
+            let body = try await response.body.collect(upTo: 1 << 20)
+            switch ReplicaVerdict.judge(status: Int(response.status.code), body: body.readableBytesView) {
+            case .ok: return .ok
+            case .replicaFault(let why): return .wrong(why)
+            case .requestError: return .wrong("answered \(response.status.code) to a one-token request")
+            }
+        } catch {
+            return .inconclusive("\(error)")
+        }
+    }
+
+    func timeAmount(_ d: Duration) -> TimeAmount {
+        .nanoseconds(Int64(d.components.seconds * 1_000_000_000 + d.components.attoseconds / 1_000_000_000))
     }
 }

@@ -88,6 +88,16 @@ enum Schema {
         m.registerMigration("v4-replica-progress") { db in
             try db.alter(table: "replicas") { t in t.add(column: "progress", .text) }
         }
+        m.registerMigration("v5-model-grants") { db in
+            // Which organisation's own create passed the Hub's access check for which repository: a cached
+            // model is served to an organisation only when this row says so.
+            try db.create(table: "model_grants") { t in
+                t.column("orgId", .text).notNull()
+                t.column("repo", .text).notNull()
+                t.column("grantedAt", .datetime).notNull()
+                t.primaryKey(["orgId", "repo"])
+            }
+        }
         return m
     }
 }

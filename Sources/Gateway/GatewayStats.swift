@@ -211,6 +211,10 @@ public final class GatewayStats: Sendable {
         for (id, v) in replicas.sorted(by: { $0.key < $1.key }) {
             out += "lyceum_replica_requests_total{deployment=\"\(owners[id] ?? "")\",replica=\"\(id)\"} \(v.1)\n"
         }
+        out += "# HELP lyceum_replica_errors_total Attempts a replica failed (refused, reset, 5xx, or an answer that is not the protocol's), retried or not.\n# TYPE lyceum_replica_errors_total counter\n"
+        for (id, v) in replicas.sorted(by: { $0.key < $1.key }) {
+            out += "lyceum_replica_errors_total{deployment=\"\(owners[id] ?? "")\",replica=\"\(id)\"} \(v.2)\n"
+        }
         return out
     }
 }

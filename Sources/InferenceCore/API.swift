@@ -187,6 +187,10 @@ public struct PriceEntry: Codable, Sendable {
     public var gpuCount: Int
     public var pricePerHour: String
     public var unit: String
+    /// The published client's price shape: which meter, its unit price, and what it applies to.
+    public var meterSlug: String
+    public var unitPrice: String
+    public var appliesTo: PriceScope
 
     public init(hardwareProfile: String, gpuType: String, gpuCount: Int, pricePerHour: String) {
         self.hardwareProfile = hardwareProfile
@@ -194,6 +198,21 @@ public struct PriceEntry: Codable, Sendable {
         self.gpuCount = gpuCount
         self.pricePerHour = pricePerHour
         self.unit = "replica-hour"
+        self.meterSlug = "dedicated_inference_replica_hours"
+        self.unitPrice = pricePerHour
+        self.appliesTo = PriceScope(hardwareProfile: hardwareProfile, deploymentId: nil)
+    }
+}
+
+/// What a price applies to; `deployment_id` is always present (null for a profile-wide price).
+public struct PriceScope: Codable, Sendable {
+    public var hardwareProfile: String
+    public var deploymentId: String?
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(hardwareProfile, forKey: .hardwareProfile)
+        try c.encode(deploymentId, forKey: .deploymentId)
     }
 }
 

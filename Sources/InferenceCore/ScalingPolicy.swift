@@ -56,27 +56,29 @@ public struct ScalingRecommendation: Sendable, Equatable {
 /// The burst rule only acts on a doubling, so the noise of steady traffic over a short window never
 /// triggers it (the same idea as Knative's panic window).
 public func recommendReplicas(_ input: ScalingInput) -> ScalingRecommendation {
-    let capacity = input.ready + input.starting
-    let replicasFor = { (rps: Double) in input.targetRps > 0 ? Int((rps / input.targetRps).rounded(.up)) : 0 }
+    // Every input is bounded before arithmetic: validation bounds what tenants send, and this function
+    // saturates anyway, since a trap here is an outage for every tenant.
+    let capacity = saturatingAdd(max(0, input.ready), max(0, input.starting))
+    let replicasFor = { (rps: Double) in input.targetRps > 0 ? saturatingInt((rps / input.targetRps).rounded(.up)) : 0 }
     var want = replicasFor(input.requestsPerSecond)
     var reason = String(format: "%.1f req/s against %g req/s per replica", input.requestsPerSecond, input.targetRps)
     let byBurst = replicasFor(input.burstRequestsPerSecond)
     var burst = false
-    if byBurst > want, byBurst >= 2 * max(1, capacity) || (input.inBurst && byBurst > capacity) {
+    if byBurst > want, byBurst >= saturatingAdd(max(1, capacity), max(1, capacity)) || (input.inBurst && byBurst > capacity) {
         want = byBurst
         burst = true
         reason = String(format: "burst of %.1f req/s against %g req/s per replica", input.burstRequestsPerSecond, input.targetRps)
     }
-    if input.requestsPerSecond > 0 || input.inFlight > 0, input.p95Ms > input.targetLatencyP95Ms, capacity + 1 > want {
-        want = capacity + 1
+    if input.requestsPerSecond > 0 || input.inFlight > 0, input.p95Ms > input.targetLatencyP95Ms, saturatingAdd(capacity, 1) > want {
+        want = saturatingAdd(capacity, 1)
         reason = String(format: "p95 latency %.0f ms over the %g ms target", input.p95Ms, input.targetLatencyP95Ms)
     }
-    let ceiling = max(1, capacity) * 2
+    let ceiling = saturatingAdd(max(1, capacity), max(1, capacity))
     if want > ceiling {
         want = ceiling
         reason += " (at most doubling per decision)"
     }
-    let clamped = min(max(want, input.minReplicas), input.maxReplicas)
+    let clamped = max(0, min(max(want, input.minReplicas), input.maxReplicas))
     if clamped != want {
         reason += clamped > want ? " (raised to min_replicas \(input.minReplicas))" : " (capped at max_replicas \(input.maxReplicas))"
     }
@@ -97,4 +99,18 @@ public struct Stabiliser: Sendable {
         if recommended >= current { return recommended }
         return min(current, history.map(\.replicas).max() ?? recommended)
     }
+}
+
+/// `a + b`, or `Int.max` / `Int.min` where it would overflow.
+public func saturatingAdd(_ a: Int, _ b: Int) -> Int {
+    let (sum, overflow) = a.addingReportingOverflow(b)
+    return overflow ? (b > 0 ? Int.max : Int.min) : sum
+}
+
+/// A double as an Int: NaN is 0, and values beyond Int's range saturate instead of trapping.
+public func saturatingInt(_ value: Double) -> Int {
+    guard !value.isNaN else { return 0 }
+    if value >= 9.2e18 { return Int.max }
+    if value <= -9.2e18 { return Int.min }
+    return Int(value)
 }

@@ -28,98 +28,6 @@ public struct ValidationFailure: Error, Sendable, CustomStringConvertible {
     public var description: String { issues.map(\.description).joined(separator: "; ") }
 }
 
-/// A valid request to create a deployment.
-public struct DeploymentSpec: Sendable, Equatable {
-    public var hfModelId: String
-    public var hardwareProfile: String
-    public var targetRps: Double
-    public var targetLatencyP95Ms: Double
-    public var stabilisationWindow: Int
-    public var minReplicas: Int
-    public var maxReplicas: Int
-    public var hfToken: String?
-
-    public init(
-        hfModelId: String, hardwareProfile: String, targetRps: Double, targetLatencyP95Ms: Double,
-        stabilisationWindow: Int, minReplicas: Int = 1, maxReplicas: Int = 1, hfToken: String? = nil
-    ) {
-        self.hfModelId = hfModelId
-        self.hardwareProfile = hardwareProfile
-        self.targetRps = targetRps
-        self.targetLatencyP95Ms = targetLatencyP95Ms
-        self.stabilisationWindow = stabilisationWindow
-        self.minReplicas = minReplicas
-        self.maxReplicas = maxReplicas
-        self.hfToken = hfToken
-    }
-
-    /// Parses and checks a create request body, collecting every problem with its field.
-    ///
-    /// `knownProfiles` is the operator's list, so an unknown profile's message can name the known ones.
-    public static func validate(body: Data, knownProfiles: [String]) throws(ValidationFailure) -> DeploymentSpec {
-        let json: JSONValue
-        do {
-            json = try JSONDecoder().decode(JSONValue.self, from: body)
-        } catch {
-            throw ValidationFailure([
-                ValidationIssue(loc: ["body"], msg: "JSON decode error: the body is not valid JSON", type: "json_invalid")
-            ])
-        }
-        guard case .object = json else {
-            throw ValidationFailure([
-                ValidationIssue(loc: ["body"], msg: "Input should be a valid JSON object", type: "model_attributes_type")
-            ])
-        }
-        var reader = FieldReader(json: json)
-        let model = reader.string("hf_model_id", required: true)
-        let profile = reader.string("hardware_profile", required: true)
-        let rps = reader.number("target_rps", required: true)
-        let latency = reader.number("target_latency_p95_ms", required: true)
-        let window = reader.integer("stabilisation_window", required: true)
-        let token = reader.string("hf_token", required: false)
-        let minReplicas = reader.integer("min_replicas", required: false) ?? 1
-        let maxReplicas = reader.integer("max_replicas", required: false) ?? 1
-
-        if let model, model.trimmingCharacters(in: .whitespaces).isEmpty {
-            reader.fail("hf_model_id", "String should have at least 1 character", "string_too_short")
-        }
-        if let profile, !knownProfiles.contains(profile) {
-            reader.fail(
-                "hardware_profile",
-                "Value error, unknown hardware profile '\(profile)'; known profiles: \(knownProfiles.joined(separator: ", "))",
-                "value_error"
-            )
-        }
-        if let rps, !(rps > 0) { reader.fail("target_rps", "Input should be greater than 0", "greater_than") }
-        if let latency, !(latency > 0) {
-            reader.fail("target_latency_p95_ms", "Input should be greater than 0", "greater_than")
-        }
-        if let window, window < 0 {
-            reader.fail("stabilisation_window", "Input should be greater than or equal to 0", "greater_than_equal")
-        }
-        if minReplicas < 1 {
-            reader.fail("min_replicas", "Input should be greater than or equal to 1", "greater_than_equal")
-        }
-        if maxReplicas < 1 {
-            reader.fail("max_replicas", "Input should be greater than or equal to 1", "greater_than_equal")
-        } else if minReplicas >= 1, maxReplicas < minReplicas {
-            reader.fail(
-                "max_replicas",
-                "Value error, max_replicas (\(maxReplicas)) must be greater than or equal to min_replicas (\(minReplicas))",
-                "value_error"
-            )
-        }
-        guard reader.issues.isEmpty, let model, let profile, let rps, let latency, let window else {
-            throw ValidationFailure(reader.issues)
-        }
-        return DeploymentSpec(
-            hfModelId: model.trimmingCharacters(in: .whitespaces), hardwareProfile: profile, targetRps: rps,
-            targetLatencyP95Ms: latency, stabilisationWindow: window, minReplicas: minReplicas,
-            maxReplicas: maxReplicas, hfToken: token?.isEmpty == true ? nil : token
-        )
-    }
-}
-
 /// Reads typed fields from a JSON object, recording a pydantic-style issue for each bad one.
 struct FieldReader {
     let json: JSONValue
@@ -165,5 +73,49 @@ struct FieldReader {
             return nil
         }
         return n
+    }
+}
+
+extension FieldReader {
+    /// A number within `range`, or an issue that states the bound.
+    mutating func bounded(_ field: String, _ value: Double?, _ range: ClosedRange<Double>) {
+        guard let value else { return }
+        if value < range.lowerBound {
+            fail(field, "Input should be greater than or equal to \(Self.format(range.lowerBound))", "greater_than_equal")
+        } else if value > range.upperBound {
+            fail(field, "Input should be less than or equal to \(Self.format(range.upperBound))", "less_than_equal")
+        }
+    }
+
+    /// An integer within `range`, or an issue that states the bound.
+    mutating func bounded(_ field: String, _ value: Int?, _ range: ClosedRange<Int>) {
+        guard let value else { return }
+        if value < range.lowerBound {
+            fail(field, "Input should be greater than or equal to \(range.lowerBound)", "greater_than_equal")
+        } else if value > range.upperBound {
+            fail(field, "Input should be less than or equal to \(range.upperBound)", "less_than_equal")
+        }
+    }
+
+    /// A string of at most `maxLength` characters with no control characters (NUL included).
+    mutating func plainText(_ field: String, _ value: String?, maxLength: Int) {
+        guard let value else { return }
+        if value.utf8.count > maxLength {
+            fail(field, "String should have at most \(maxLength) characters", "string_too_long")
+        } else if value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
+            fail(field, "String should not contain control characters", "string_pattern_mismatch")
+        }
+    }
+
+    static func format(_ v: Double) -> String {
+        v == v.rounded() && abs(v) < 1e15 ? String(Int64(v)) : "\(v)"
+    }
+}
+
+extension String {
+    /// True for ids that may be looked up: printable ASCII without spaces, at most 128 bytes. NUL and control
+    /// characters are refused before they reach SQLite, which cuts a string at its first NUL.
+    public var isPlausibleIdentifier: Bool {
+        !isEmpty && utf8.count <= 128 && utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F }
     }
 }

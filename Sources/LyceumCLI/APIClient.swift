@@ -14,9 +14,20 @@ struct CLIFailure: Error, CustomStringConvertible {
 struct APIClient {
     let baseURL: String
     let apiKey: String?
+    /// Where chat completions and stored results go (`iris_url`): the same server unless configured.
+    var dataPlaneURL: String
 
-    func request(_ method: HTTPMethod, _ path: String, json body: (any Encodable)? = nil, timeout: TimeAmount = .seconds(60)) async throws -> Data {
-        var request = HTTPClientRequest(url: baseURL + path)
+    init(baseURL: String, apiKey: String?, dataPlaneURL: String? = nil) {
+        self.baseURL = baseURL
+        self.apiKey = apiKey
+        self.dataPlaneURL = dataPlaneURL ?? baseURL
+    }
+
+    func request(
+        _ method: HTTPMethod, _ path: String, json body: (any Encodable)? = nil, timeout: TimeAmount = .seconds(60), dataPlane: Bool = false
+    ) async throws -> Data {
+        let base = dataPlane ? dataPlaneURL : baseURL
+        var request = HTTPClientRequest(url: base + path)
         request.method = method
         if let apiKey { request.headers.add(name: "Authorization", value: "Bearer \(apiKey)") }
         if let body {
@@ -27,7 +38,7 @@ struct APIClient {
         do {
             response = try await HTTPClient.shared.execute(request, timeout: timeout)
         } catch {
-            throw CLIFailure("cannot reach the lyceum server at \(baseURL) (\(error)); is `lyceum server` running? Set --base-url or LYCEUM_BASE_URL.")
+            throw CLIFailure(Self.unreachable(base, error))
         }
         let data = Data(buffer: try await response.body.collect(upTo: 64 << 20))
         guard (200..<300).contains(response.status.code) else {
@@ -46,6 +57,17 @@ struct APIClient {
         } catch {
             throw CLIFailure("unexpected answer from the server: \(error)")
         }
+    }
+
+    /// One plain sentence for a server that cannot be reached, naming the URL and what to check.
+    static func unreachable(_ url: String, _ error: any Error) -> String {
+        let why: String
+        switch "\(error)" {
+        case let text where text.contains("connectTimeout") || text.contains("deadlineExceeded"): why = "it did not answer in time"
+        case let text where text.contains("refused") || text.contains("connect"): why = "nothing is listening there"
+        default: why = "\(error)"
+        }
+        return "Cannot reach the lyceum server at \(url) (\(why)); is `lyceum server` running there? Set --base-url or LYCEUM_BASE_URL."
     }
 
     /// The readable part of an error body in either plane's shape.

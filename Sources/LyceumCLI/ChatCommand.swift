@@ -11,7 +11,7 @@ struct Chat: AsyncParsableCommand {
     @Option(name: [.customShort("d"), .customLong("deployment")], help: "Deployment id.") var deployment: String
     @Option(name: [.customShort("p"), .customLong("prompt")], help: "The prompt, or a file holding it.") var prompt: String
     @Option(name: [.customShort("s"), .customLong("system")], help: "A system message.") var system: String?
-    @Option(name: [.customShort("t"), .customLong("max-tokens")]) var maxTokens: Int?
+    @Option(name: [.customShort("t"), .customLong("tokens"), .customLong("max-tokens")], help: "Most tokens to generate.") var maxTokens: Int?
     @Option var temperature: Double?
     @Option(help: "Seconds to wait for the answer.") var timeout: Int = 300
 
@@ -29,7 +29,7 @@ struct Chat: AsyncParsableCommand {
         ]
         if let maxTokens { body["max_tokens"] = maxTokens }
         if let temperature { body["temperature"] = temperature }
-        var request = HTTPClientRequest(url: api.baseURL + "/openai/v1/chat/completions")
+        var request = HTTPClientRequest(url: api.dataPlaneURL + "/openai/v1/chat/completions")
         request.method = .POST
         if let key = api.apiKey { request.headers.add(name: "Authorization", value: "Bearer \(key)") }
         request.headers.add(name: "Content-Type", value: "application/json")
@@ -38,7 +38,7 @@ struct Chat: AsyncParsableCommand {
         do {
             response = try await HTTPClient.shared.execute(request, timeout: .seconds(Int64(timeout)))
         } catch {
-            throw CLIFailure("cannot reach the lyceum server at \(api.baseURL) (\(error))")
+            throw CLIFailure(APIClient.unreachable(api.dataPlaneURL, error))
         }
         guard response.status.code == 200 else {
             let data = Data(buffer: try await response.body.collect(upTo: 1 << 20))

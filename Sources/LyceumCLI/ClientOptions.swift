@@ -19,7 +19,11 @@ struct ClientOptions: ParsableArguments {
         if key == nil, let data = FileManager.default.contents(atPath: ServerDefaults.dataDir + "/admin.key") {
             key = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         }
-        return APIClient(baseURL: url.hasSuffix("/") ? String(url.dropLast()) : url, apiKey: key)
+        let trimmed = url.hasSuffix("/") ? String(url.dropLast()) : url
+        // The data plane (chat, results, Anthropic) is `iris_url` in the published client's config; our server
+        // serves both planes, so it defaults to the control plane's URL when no flag or environment names one.
+        let iris = baseURL ?? env["IRIS_PROXY_URL"] ?? (env["LYCEUM_BASE_URL"] == nil ? saved?.irisUrl : nil) ?? trimmed
+        return APIClient(baseURL: trimmed, apiKey: key, dataPlaneURL: iris.hasSuffix("/") ? String(iris.dropLast()) : iris)
     }
 }
 
@@ -32,6 +36,8 @@ enum ServerDefaults {
 /// `~/.lyceum/config.json` (or $LYCEUM_CONFIG): what `lyceum login` saved.
 struct ClientConfigFile: Codable {
     var baseUrl: String?
+    /// The data plane's URL, which the published client sends chat and results to.
+    var irisUrl: String?
     var apiKey: String?
 
     static var path: String {

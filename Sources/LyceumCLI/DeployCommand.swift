@@ -8,15 +8,16 @@ struct Deploy: AsyncParsableCommand {
 
     @OptionGroup var client: ClientOptions
     @Argument(help: "Hugging Face model id, e.g. meta-llama/Llama-3.1-8B-Instruct.") var model: String
-    @Option(name: [.customShort("g"), .customLong("gpu-type")], help: "Hardware profile, e.g. gpu.a100, gpu.h100, sim.h100, cpu.")
-    var gpuType: String = "gpu.a100"
-    @Option(name: .customLong("gpu-count"), help: "GPUs per replica; above 1 selects the profile '<gpu-type>x<N>'.") var gpuCount: Int = 1
-    @Option(name: .customLong("hf-token"), help: "Token for gated models (or $HF_TOKEN).") var hfToken: String?
+    @Option(name: [.customShort("g"), .customLong("gpu-type")], help: "GPU type (h100, a100, cpu) or a hardware profile (sim.h100, gpu.a100); default: the model's first in the catalogue.")
+    var gpuType: String?
+    @Option(name: .customLong("hardware-profile"), help: "A hardware profile by name (the documented API's field).") var hardwareProfile: String?
+    @Option(name: .customLong("gpu-count"), help: "GPUs per replica; default: the model's.") var gpuCount: Int?
+    @Option(name: [.customShort("t"), .customLong("hf-token")], help: "Token for gated models (or $HF_TOKEN).") var hfToken: String?
     @Option(name: .customLong("min-replicas")) var minReplicas: Int = 1
     @Option(name: .customLong("max-replicas"), help: "Default: the minimum.") var maxReplicas: Int?
-    @Option(name: .customLong("target-rps"), help: "Requests per second per replica.") var targetRps: Double = 10
-    @Option(name: .customLong("target-latency"), help: "Target p95 latency, ms.") var targetLatency: Double = 5000
-    @Option(name: .customLong("stabilisation"), help: "Seconds before scaling down.") var stabilisation: Int = 300
+    @Option(name: .customLong("target-rps"), help: "Requests per second per replica (server default 10).") var targetRps: Double?
+    @Option(name: .customLong("target-latency"), help: "Target p95 latency, ms (server default 5000).") var targetLatency: Double?
+    @Option(name: .customLong("stabilisation"), help: "Seconds before scaling down (server default 300).") var stabilisation: Int?
     @Flag(name: .shortAndLong, help: "Do not ask for confirmation.") var yes = false
     @Flag(name: [.customShort("w"), .customLong("wait")], help: "Wait, showing progress, until a replica is healthy.") var wait = false
     @Option(help: "With -w: seconds to wait for a healthy replica after any model download (default: the profile's ready timeout).")
@@ -25,29 +26,34 @@ struct Deploy: AsyncParsableCommand {
 
     struct Body: Encodable {
         var hfModelId: String
-        var hardwareProfile: String
-        var targetRps: Double
-        var targetLatencyP95Ms: Double
-        var stabilisationWindow: Int
+        var hardwareProfile: String?
+        var gpuType: String?
+        var gpuCount: Int?
+        var targetRps: Double?
+        var targetLatencyP95Ms: Double?
+        var stabilisationWindow: Int?
         var minReplicas: Int
         var maxReplicas: Int
         var hfToken: String?
     }
 
     func validate() throws {
-        guard gpuCount >= 1 else { throw ValidationError("--gpu-count must be at least 1") }
+        if let gpuCount { guard gpuCount >= 1 else { throw ValidationError("--gpu-count must be at least 1") } }
     }
 
     func run() async throws {
         let api = client.client()
-        var profile = gpuType.contains(".") || gpuType == "cpu" ? gpuType : "gpu.\(gpuType)"
-        if gpuCount > 1 { profile += "x\(gpuCount)" }
         let body = Body(
-            hfModelId: model, hardwareProfile: profile, targetRps: targetRps, targetLatencyP95Ms: targetLatency,
+            hfModelId: model, hardwareProfile: hardwareProfile, gpuType: gpuType, gpuCount: gpuCount, targetRps: targetRps, targetLatencyP95Ms: targetLatency,
             stabilisationWindow: stabilisation, minReplicas: minReplicas, maxReplicas: maxReplicas ?? max(minReplicas, 1),
             hfToken: hfToken ?? ProcessInfo.processInfo.environment["HF_TOKEN"])
         let catalogue = try? await api.get("/api/v2/external/inference/models", as: CatalogueResponse.self)
-        let entry = catalogue?.models.first { $0.hardwareProfile == profile }
+        let shape = (hardwareProfile ?? gpuType)?.lowercased()
+        let entry = catalogue?.models.first { m in
+            (m.hfModelId.lowercased() == model.lowercased() || m.servingName == model.lowercased())
+                && (shape.map { [m.hardwareProfile, m.gpuType].contains($0) } ?? true)
+        }
+        let profile = hardwareProfile ?? entry?.hardwareProfile ?? gpuType ?? "the model's default profile"
         if !yes, isatty(0) == 1, !json {
             let price = entry.map { " at $\($0.pricePerHour) per replica-hour" } ?? ""
             print("Deploy \(model) on \(profile)\(price), \(body.minReplicas) to \(body.maxReplicas) replicas? [y/N] ", terminator: "")

@@ -32,7 +32,8 @@ struct Login: AsyncParsableCommand {
         guard let key = api.apiKey else { throw CLIFailure("no API key: pass --api-key lk_...") }
         // Check the key before saving it.
         _ = try await api.request(.GET, "/api/v2/external/inference/list")
-        try ClientConfigFile(baseUrl: api.baseURL, apiKey: key).save()
+        // `iris_url` too, so the hosted service's published client sends prompts here, not to the hosted service.
+        try ClientConfigFile(baseUrl: api.baseURL, irisUrl: api.dataPlaneURL, apiKey: key).save()
         print("Logged in to \(api.baseURL); saved to \(ClientConfigFile.path)")
     }
 }

@@ -22,7 +22,13 @@ struct SimCommand: AsyncParsableCommand {
     @Option(name: .customLong("default-max-tokens"), help: "Output tokens when a request names none.") var defaultMaxTokens: Int?
     @Option(name: .customLong("crash-on-start"), help: "Print this and exit 1 at start (a crash-looping engine).") var crashOnStart: String?
 
+    @Option(help: "Comma-separated devices given to this replica.") var devices: String = ""
+    @Option(name: .customLong("broken-devices"), help: "Comma-separated devices on which requests are answered wrongly (a broken-GPU stand-in).") var brokenDevices: String = ""
+    @Option(name: .customLong("broken-mode"), help: "How a broken device answers: 404, junk or 500.") var brokenMode: String = "404"
+    @Option(name: .customLong("broken-after-requests"), help: "Requests answered correctly before a broken device goes wrong.") var brokenAfterRequests: Int = 0
+
     func validate() throws {
+        guard ["404", "junk", "500"].contains(brokenMode) else { throw ValidationError("--broken-mode must be 404, junk or 500") }
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0...65535") }
         guard maxNumSeqs >= 1 else { throw ValidationError("--max-num-seqs must be at least 1") }
         guard (0...1).contains(failRate) else { throw ValidationError("--fail-rate must be between 0 and 1") }
@@ -45,6 +51,10 @@ struct SimCommand: AsyncParsableCommand {
         c.maxModelLen = maxModelLen
         c.defaultMaxTokens = defaultMaxTokens
         c.crashOnStart = crashOnStart
+        c.devices = devices.split(separator: ",").map(String.init)
+        c.brokenDevices = brokenDevices.split(separator: ",").map(String.init)
+        c.brokenMode = brokenMode
+        c.brokenAfterRequests = max(0, brokenAfterRequests)
         try await SimServer(config: c).run()
     }
 }

@@ -5,6 +5,7 @@ import DeploymentStore
 import Foundation
 import Gateway
 import Hummingbird
+import HummingbirdCore
 import InferenceCore
 import Logging
 import ModelHub
@@ -18,6 +19,7 @@ import Glibc
 public enum LyceumServer {
     /// Runs until SIGTERM or SIGINT, then shuts down gracefully: the HTTP server first, then every replica.
     public static func run(configuration config: ServerConfiguration, logger: Logger) async throws {
+        raiseOpenFileLimit()
         let fm = FileManager.default
         try fm.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let lock = try DataDirLock(path: "\(config.dataDir)/server.lock")
@@ -39,6 +41,8 @@ public enum LyceumServer {
         controllerConfig.maxConsecutiveFailures = config.maxConsecutiveFailures
         controllerConfig.restartBackoff = config.restartBackoff
         controllerConfig.stopGrace = config.stopGrace
+        controllerConfig.maxReplicasPerDeployment = config.maxReplicasPerDeployment
+        controllerConfig.orgQuota = config.orgQuota
         let lyceumExecutable = (try? fm.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         let hub = HubClient(endpoint: config.hfEndpoint)
         let controller = Controller(
@@ -51,14 +55,25 @@ public enum LyceumServer {
             configuration: controllerConfig, logger: logger)
 
         let router = Router(context: LyceumRequestContext.self)
+        router.add(middleware: UnknownRouteMiddleware())
         router.get("health") { _, _ in Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "ok\n"))) }
+        var policy = TenantPolicy()
+        policy.createLimits = CreateLimits(maxReplicasPerDeployment: config.maxReplicasPerDeployment)
+        policy.quota = config.orgQuota
+        policy.localModels = LocalModelPolicy(
+            allowTenants: config.allowLocalModels, directories: config.localModelDirs, hubCacheDir: config.modelCacheDir)
+        let cacheDir = config.modelCacheDir
+        policy.isModelCached = { repo in ModelDownloader.hasCachedSnapshot(cacheDir: cacheDir, repo: repo) }
         ControlPlaneRoutes(
             store: store, controller: controller, authenticator: authenticator, sealer: sealer,
-            profiles: config.profiles, hub: hub, hubCheckTimeout: config.hubCheckTimeout
+            profiles: config.profiles, hub: hub, hubCheckTimeout: config.hubCheckTimeout, policy: policy
         ).add(to: router)
         let background = BackgroundRequests()
         var gatewayConfig = GatewayConfiguration()
         gatewayConfig.waitQueueLimit = config.waitQueueLimit
+        gatewayConfig.maxInFlightPerOrg = config.orgQuota.maxRequestsInFlight
+        gatewayConfig.maxStoredResultsPerOrg = config.orgQuota.maxStoredResults
+        gatewayConfig.maxStoredResultBytesPerOrg = config.orgQuota.maxStoredResultBytes
         let gateway = Gateway(
             store: store, authenticator: authenticator, controller: controller, client: httpClient, background: background,
             configuration: gatewayConfig)
@@ -68,18 +83,36 @@ public enum LyceumServer {
         autoscalerConfig.interval = config.autoscaleInterval
         autoscalerConfig.idleTimeout = config.idleTimeout
         let autoscaler = Autoscaler(store: store, fleet: controller, traffic: gateway.stats, configuration: autoscalerConfig, logger: logger)
-        router.get("metrics") { _, _ in
-            Response(
+        let metricsNeedKey = config.metricsNeedKey
+        router.get("metrics") { request, _ in
+            if metricsNeedKey {
+                // Every organisation's deployment ids and traffic: for the operator only.
+                guard let caller = try await authenticator.caller(authorization: request.headers[.authorization]), caller.isAdmin else {
+                    return Response(
+                        status: .unauthorized, headers: [.contentType: "application/json"],
+                        body: .init(byteBuffer: ByteBuffer(string: #"{"detail":"/metrics needs an admin API key: send 'Authorization: Bearer lk_...'"}"#)))
+                }
+            }
+            return Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                 body: .init(byteBuffer: ByteBuffer(string: gateway.metrics())))
         }
 
         let dataDir = config.dataDir
+        let deadlines = ConnectionDeadlines.Timeouts(
+            header: .nanoseconds(Int64(config.headerTimeout.seconds * 1e9)), body: .nanoseconds(Int64(config.bodyTimeout.seconds * 1e9)),
+            idle: .nanoseconds(Int64(config.connectionIdleTimeout.seconds * 1e9)))
         let app = Application(
             router: router,
+            server: .http1(
+                configuration: .init(
+                    additionalChannelHandlers: [ConnectionDeadlines(timeouts: deadlines)],
+                    idleTimeout: .nanoseconds(Int64(config.connectionIdleTimeout.seconds * 1e9)))),
             // A deep accept queue: bursts of hundreds of new connections (a resumed deployment, a load test)
             // must queue, not be refused.
-            configuration: .init(address: .hostname(config.host, port: config.port), serverName: "lyceum", backlog: 4096),
+            configuration: .init(
+                address: .hostname(config.host, port: config.port), serverName: "lyceum", backlog: 4096,
+                availableConnectionsDelegate: MaximumAvailableConnections(config.maxConnections)),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? config.port
                 let url = "http://\(config.host):\(port)"
@@ -89,12 +122,16 @@ public enum LyceumServer {
             },
             logger: logger)
 
-        // Shut down in reverse: stop taking requests, finish background ones, then stop replicas. A drain that
-        // hangs turns into cancellation after 90 s, which still tears down every replica process group.
+        // Shut down in reverse: answer waiting requests 503 and arm the watchdog, stop taking requests and finish
+        // those in flight, finish background ones, then stop replicas. A drain that hangs turns into
+        // cancellation, leaving time to stop replicas; the watchdog ends the process at `shutdown_timeout_s`
+        // whatever happens, after killing every replica process group.
+        let shutdownGuard = ShutdownGuard(gateway: gateway, timeout: config.shutdownTimeout, logger: logger)
         var groupConfig = ServiceGroupConfiguration(
-            services: ([controller, background, autoscaler, app] as [any Service]).map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
+            services: ([controller, background, autoscaler, app, shutdownGuard] as [any Service]).map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-        groupConfig.maximumGracefulShutdownDuration = .seconds(90)
+        groupConfig.maximumGracefulShutdownDuration = max(
+            .seconds(1), config.shutdownTimeout - config.stopGrace - .seconds(4))
         let group = ServiceGroup(configuration: groupConfig)
         do {
             try await group.run()

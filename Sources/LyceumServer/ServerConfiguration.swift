@@ -26,6 +26,30 @@ public struct ServerConfiguration: Sendable {
     public var modelCacheDir = ModelDownloader.defaultCacheDir
     /// How long a create waits for the Hub's answer before accepting the model unchecked.
     public var hubCheckTimeout: Duration = .seconds(5)
+    /// The most replicas one deployment may ask for (`max_replicas` is bounded by it).
+    public var maxReplicasPerDeployment = 64
+    /// What each tenant organisation may hold at once.
+    public var orgQuota = OrgQuota()
+    /// Local model files for tenants (admins may always name one), and the folders they must be in.
+    public var allowLocalModels = false
+    public var localModelDirs: [String] = []
+    /// `/metrics` wants an admin key; nil: on unless the server listens on loopback only.
+    public var metricsAuth: Bool?
+    /// SIGTERM to exit, whatever is in flight: below systemd's 90 s stop timeout.
+    public var shutdownTimeout: Duration = .seconds(30)
+    /// Client connections held at once; beyond it new ones wait in the accept queue.
+    public var maxConnections = 8192
+    /// A new connection's first request head must arrive within this.
+    public var headerTimeout: Duration = .seconds(10)
+    /// A request body must arrive whole within this of its head.
+    public var bodyTimeout: Duration = .seconds(60)
+    /// A kept-alive connection with no request for this long is closed.
+    public var connectionIdleTimeout: Duration = .seconds(75)
+
+    /// Whether `/metrics` asks for an admin key.
+    public var metricsNeedKey: Bool {
+        metricsAuth ?? !["127.0.0.1", "localhost", "::1"].contains(host)
+    }
 
     public init(dataDir: String, profiles: [HardwareProfile]) {
         self.dataDir = dataDir
@@ -55,6 +79,16 @@ public struct ServerConfiguration: Sendable {
         var hfEndpoint: String?
         var modelCacheDir: String?
         var hubCheckTimeoutS: Double?
+        var maxReplicasPerDeployment: Int?
+        var orgQuota: OrgQuota?
+        var allowLocalModels: Bool?
+        var localModelDirs: [String]?
+        var metricsAuth: Bool?
+        var shutdownTimeoutS: Double?
+        var maxConnections: Int?
+        var headerTimeoutS: Double?
+        var bodyTimeoutS: Double?
+        var connectionIdleTimeoutS: Double?
     }
 
     /// Defaults, with GPU profiles' devices from `gpus`, then the config file (if any) on top.
@@ -83,20 +117,36 @@ public struct ServerConfiguration: Sendable {
                 config.profiles.append(profile)
             }
         }
-        if let v = file.healthIntervalS { config.healthInterval = .milliseconds(Int64(v * 1000)) }
-        if let v = file.reconcileIntervalS { config.reconcileInterval = .milliseconds(Int64(v * 1000)) }
+        if let v = file.healthIntervalS { config.healthInterval = try seconds(v, "health_interval_s") }
+        if let v = file.reconcileIntervalS { config.reconcileInterval = try seconds(v, "reconcile_interval_s") }
         if let v = file.maxConsecutiveFailures { config.maxConsecutiveFailures = v }
-        if let v = file.restartBackoffS { config.restartBackoff = .milliseconds(Int64(v * 1000)) }
-        if let v = file.stopGraceS { config.stopGrace = .milliseconds(Int64(v * 1000)) }
+        if let v = file.restartBackoffS { config.restartBackoff = try seconds(v, "restart_backoff_s") }
+        if let v = file.stopGraceS { config.stopGrace = try seconds(v, "stop_grace_s") }
         if let v = file.vllmExecutable { config.vllmExecutable = v }
         if let v = file.llamaServerExecutable { config.llamaServerExecutable = v }
-        if let v = file.autoscaleIntervalS { config.autoscaleInterval = .milliseconds(Int64(v * 1000)) }
-        if let v = file.idleTimeoutS { config.idleTimeout = .milliseconds(Int64(v * 1000)) }
+        if let v = file.autoscaleIntervalS { config.autoscaleInterval = try seconds(v, "autoscale_interval_s") }
+        if let v = file.idleTimeoutS { config.idleTimeout = try seconds(v, "idle_timeout_s") }
         if let v = file.waitQueueLimit { config.waitQueueLimit = max(1, v) }
         if let v = file.hfEndpoint { config.hfEndpoint = v }
         if let v = file.modelCacheDir { config.modelCacheDir = (v as NSString).expandingTildeInPath }
-        if let v = file.hubCheckTimeoutS { config.hubCheckTimeout = .milliseconds(Int64(v * 1000)) }
+        if let v = file.hubCheckTimeoutS { config.hubCheckTimeout = try seconds(v, "hub_check_timeout_s") }
+        if let v = file.maxReplicasPerDeployment { config.maxReplicasPerDeployment = min(max(1, v), 100_000) }
+        if let v = file.orgQuota { config.orgQuota = v }
+        if let v = file.allowLocalModels { config.allowLocalModels = v }
+        if let v = file.localModelDirs { config.localModelDirs = v.map { ($0 as NSString).expandingTildeInPath } }
+        if let v = file.metricsAuth { config.metricsAuth = v }
+        if let v = file.shutdownTimeoutS { config.shutdownTimeout = try seconds(v, "shutdown_timeout_s") }
+        if let v = file.maxConnections { config.maxConnections = min(max(16, v), 1_000_000) }
+        if let v = file.headerTimeoutS { config.headerTimeout = try seconds(v, "header_timeout_s") }
+        if let v = file.bodyTimeoutS { config.bodyTimeout = try seconds(v, "body_timeout_s") }
+        if let v = file.connectionIdleTimeoutS { config.connectionIdleTimeout = try seconds(v, "connection_idle_timeout_s") }
         return config
+    }
+
+    /// A duration from the config file: positive and at most a week, or a clear error at start.
+    static func seconds(_ v: Double, _ key: String) throws -> Duration {
+        guard v.isFinite, v > 0, v <= 7 * 86400 else { throw ConfigurationError("\(key) must be a number of seconds above 0 and at most 604800, not \(v)") }
+        return .milliseconds(Int64(v * 1000))
     }
 }
 

@@ -343,3 +343,13 @@ extension Result where Failure == any Error {
         do { self = .success(try await body()) } catch { self = .failure(error) }
     }
 }
+
+extension ModelDownloader {
+    /// Whether any snapshot of `repo` has files in the cache: a model another organisation may have downloaded.
+    public static func hasCachedSnapshot(cacheDir: String, repo: String) -> Bool {
+        let snapshots = cacheDir + "/models--" + repo.replacingOccurrences(of: "/", with: "--") + "/snapshots"
+        let fm = FileManager.default
+        let commits = (try? fm.contentsOfDirectory(atPath: snapshots)) ?? []
+        return commits.contains { !((try? fm.contentsOfDirectory(atPath: snapshots + "/" + $0)) ?? []).isEmpty }
+    }
+}

@@ -84,6 +84,7 @@ public struct EngineLauncher: Sendable {
                 arguments: [
                     "engine", "sim", "--host", "127.0.0.1", "--port", String(launch.port),
                     "--served-model-name", launch.deploymentId, "--model", launch.hfModelId,
+                    "--devices", launch.devices.joined(separator: ","),
                 ] + launch.profile.engineArgs,
                 environment: env, healthPath: "/health", servedModelName: launch.deploymentId
             )

@@ -27,5 +27,19 @@ public struct SimConfiguration: Sendable {
     /// Print this and exit with status 1 shortly after start: a crash-looping engine for tests.
     public var crashOnStart: String?
 
+    /// The devices this replica was given (the launcher passes them), for device-dependent failures.
+    public var devices: [String] = []
+    /// A stand-in for a broken GPU or a misconfigured engine: on these devices the simulator still answers
+    /// `/health` but answers requests wrongly, as `brokenMode` says (`404`: a wrong served model name;
+    /// `junk`: a 200 whose body is not a completion; `500`).
+    public var brokenDevices: [String] = []
+    public var brokenMode = "404"
+    /// Requests answered correctly before a broken device starts answering wrongly (so a replica can pass
+    /// its readiness probe and then go bad under traffic).
+    public var brokenAfterRequests = 0
+
+    /// Whether this replica is on a broken device.
+    public var isOnBrokenDevice: Bool { !Set(devices).isDisjoint(with: brokenDevices) }
+
     public init() {}
 }

@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import InferenceCore
 import ServiceLifecycle
+import Synchronization
 
 /// `lyceum engine sim`: an OpenAI-compatible model-server simulator.
 ///
@@ -13,6 +14,8 @@ public struct SimServer: Sendable {
     let scheduler: SimScheduler
     let metrics = SimMetrics()
     let startedAt = ContinuousClock.now
+    /// Requests seen on a broken device, for `brokenAfterRequests`.
+    let brokenRequests = SimCounter()
 
     public init(config: SimConfiguration) {
         self.config = config
@@ -77,6 +80,16 @@ public struct SimServer: Sendable {
         let requestBody = try await request.body.collect(upTo: 32 * 1024 * 1024)
         guard let payload = try? JSONDecoder().decode(JSONValue.self, from: Data(buffer: requestBody)), case .object = payload else {
             return error(.badRequest, "request body is not a JSON object", "BadRequestError")
+        }
+        if config.isOnBrokenDevice, brokenRequests.next() > config.brokenAfterRequests {
+            switch config.brokenMode {
+            case "junk":
+                return Response(status: .ok, headers: [.contentType: "text/html"], body: .init(byteBuffer: ByteBuffer(string: "<html><body>502 upstream device error</body></html>")))
+            case "500":
+                return error(.internalServerError, "simulated device failure on \(config.devices.joined(separator: ","))", "InternalServerError")
+            default:
+                return error(.notFound, "The model `\(payload["model"]?.stringValue ?? "")` does not exist.", "NotFoundError")
+            }
         }
         if let model = payload["model"]?.stringValue, model != config.servedModelName {
             return error(.notFound, "The model `\(model)` does not exist.", "NotFoundError")
@@ -234,4 +247,10 @@ func fnv1a(_ s: String) -> UInt64 {
         h = h &* 0x100_0000_01b3
     }
     return h
+}
+
+/// A shared counter a value-type server can hold.
+final class SimCounter: Sendable {
+    private let value = Atomic<Int>(0)
+    func next() -> Int { value.add(1, ordering: .relaxed).newValue }
 }

@@ -1,0 +1,175 @@
+import DeploymentStore
+import Foundation
+import InferenceCore
+import Logging
+import ModelHub
+import Replicas
+import Synchronization
+
+extension Controller {
+    // MARK: Stop
+
+    /// Stops every replica of a deployment and marks it `stopped`; returns once their processes are gone.
+    public func stopDeployment(id: String) async throws {
+        try await takeDown(id, to: .stopped, event: "stopped by request")
+    }
+
+    /// Pauses a deployment (scale to zero): every replica stopped, billing stops, the next request resumes it.
+    public func pauseDeployment(id: String, reason: String) async throws {
+        try await takeDown(id, to: .paused, event: reason)
+    }
+
+    /// Moves a deployment to `stopped` (from any state) or `paused` (only from an active one), stops routing
+    /// to it at once, then stops its replicas. Nothing new is launched for it meanwhile.
+    func takeDown(_ id: String, to status: DeploymentStatus, event: String) async throws {
+        stoppingDeployments.insert(id)
+        defer { stoppingDeployments.remove(id) }
+        guard let record = try await store.updateDeployment(id: id, { d in
+            guard status == .stopped || d.status.isActive else { return }
+            d.status = status
+            d.desiredReplicas = 0
+            if status == .stopped { d.stoppedAt = Date() }
+        }), record.status == status else { return }
+        publishRoute(record, status: status, reason: nil)
+        try await store.addEvent(deploymentId: id, kind: status.rawValue, message: event)
+        let replicas = try await store.replicas(deploymentId: id).filter { $0.status.isLive }
+        await stopReplicas(replicas.map(\.id), reason: nil)
+    }
+
+    /// Stops replicas concurrently; returns once all are stopped.
+    func stopReplicas(_ ids: [String], reason: String?) async {
+        await withTaskGroup(of: Void.self) { group in
+            for id in ids {
+                group.addTask { await self.stopReplica(id, reason: reason) }
+            }
+        }
+    }
+
+    /// Resumes a paused deployment at `min_replicas`; a no-op otherwise. Called by the gateway's first request.
+    public func resumeDeployment(id: String) async throws {
+        // Exactly one of many concurrent wake-ups moves it out of `paused`, and only that one writes the event.
+        let changed = Mutex(false)
+        guard let resumed = try await store.updateDeployment(id: id, { d in
+            guard d.status == .paused else { return }
+            d.status = .provisioning
+            d.desiredReplicas = d.minReplicas
+            d.lastRequestAt = Date()
+            changed.withLock { $0 = true }
+        }), changed.withLock({ $0 }) else { return }
+        try await store.addEvent(deploymentId: id, kind: "resumed", message: "resumed by a request: starting \(resumed.minReplicas) replica\(resumed.minReplicas == 1 ? "" : "s")")
+        publishRoute(resumed, status: .provisioning, reason: nil)
+        poke()
+    }
+
+    /// Serving and starting replicas of a deployment, for the autoscaler.
+    public func replicaCounts(deploymentId: String) -> (ready: Int, starting: Int) {
+        let mine = runtimes.values.filter { $0.deploymentId == deploymentId && !$0.stopping }
+        let ready = mine.filter(\.healthy).count
+        let pulling = pulls.values.filter { $0 == deploymentId }.count
+        return (ready, mine.count - ready + pulling)
+    }
+
+    /// Stops one replica's process (if any) and marks it `stopped`.
+    func stopReplica(_ id: String, reason: String?) async {
+        // A replica waiting for its model stops waiting (the shared download itself goes on for others).
+        pulls[id] = nil
+        if let deploymentId = runtimes[id]?.deploymentId {
+            runtimes[id]?.stopping = true
+            // No new requests for it from here on; on scale-down, let the ones it has finish first.
+            await persist("refreshStatus", { try await refreshStatus(deploymentId: deploymentId) })
+            if reason != nil, let traffic {
+                let deadline = Date().addingTimeInterval(configuration.drainTimeout.seconds)
+                while traffic.inFlight(replicaId: id) > 0, Date() < deadline {
+                    try? await Task.sleep(for: .milliseconds(20))
+                }
+            }
+            if let pid = runtimes[id]?.pid {
+                await provider.terminate(pid: pid, grace: configuration.stopGrace)
+            }
+            // Our own child's exit is reported by its supervisor, which drops the runtime; wait for that (bounded).
+            let deadline = Date().addingTimeInterval(configuration.stopGrace.seconds + 5)
+            while let runtime = runtimes[id], !runtime.adopted, Date() < deadline {
+                try? await Task.sleep(for: .milliseconds(10))
+            }
+            if let runtime = runtimes.removeValue(forKey: id) { devicesInUse.subtract(runtime.devices) }
+        }
+        await persist("closeRun", { try await store.closeRun(replicaId: id, at: Date()) })
+        restartNotBefore[id] = nil
+        let now = Date()
+        if let record = await persist("updateReplica", { try await store.updateReplica(id: id, { r in
+            r.status = .stopped
+            r.healthy = false
+            r.pid = nil
+            r.stoppedAt = now
+            r.progress = nil
+            if let reason { r.failReason = reason }
+        }) }), let reason {
+            await persist("addEvent", { try await store.addEvent(deploymentId: record.deploymentId, kind: "replica_stopped", message: "replica \(id) stopped: \(reason)") })
+        }
+    }
+
+    /// Graceful server shutdown: stop every replica we run, so no engine outlives the server.
+    func shutdownAll() async {
+        shuttingDown = true
+        let ids = Array(runtimes.keys)
+        logger.info("stopping replicas before shutdown", metadata: ["replicas": "\(ids.count)"])
+        await stopReplicas(ids, reason: "the server shut down")
+    }
+
+    // MARK: Recovery
+
+    /// After a restart (clean or not): re-adopt replica processes that are still alive, reap the rest.
+    func recover() async {
+        guard let replicas = await persist("liveReplicas", { try await store.liveReplicas() }) else { return }
+        for replica in replicas {
+            guard let deployment = await persist("deployment", { try await store.deployment(id: replica.deploymentId) }) else { continue }
+            if let pid = replica.pid, let port = replica.port, deployment.status.isActive,
+                configuration.profile(named: deployment.hardwareProfile) != nil,
+                provider.isAlive(pid: pid, replicaId: replica.id)
+            {
+                let devices = replica.deviceList
+                devicesInUse.formUnion(devices)
+                runtimes[replica.id] = Runtime(
+                    deploymentId: deployment.id, pid: pid, port: port, devices: devices, healthPath: "/health",
+                    servedModelName: deployment.id, startedAt: replica.startedAt ?? Date(), adopted: true,
+                    healthy: replica.healthy, orgId: deployment.orgId, profileName: deployment.hardwareProfile,
+                    answerVerified: replica.healthy)
+                await persist("addEvent", { try await store.addEvent(deploymentId: deployment.id, kind: "replica_adopted", message: "replica \(replica.id) (pid \(pid)) re-adopted after a server restart") })
+                logger.info("re-adopted replica", metadata: ["replica.id": "\(replica.id)", "replica.pid": "\(pid)"])
+            } else {
+                if let pid = replica.pid, provider.isAlive(pid: pid, replicaId: replica.id) {
+                    await provider.terminate(pid: pid, grace: configuration.stopGrace)
+                }
+                let wasRunning = replica.pid != nil
+                // A crash neither loses nor double-counts time: the run ends when the replica was last seen alive.
+                await persist("closeRun", { try await store.closeRun(replicaId: replica.id, at: replica.lastSeenAlive ?? replica.startedAt ?? Date()) })
+                await persist("updateReplica", { try await store.updateReplica(id: replica.id) { r in
+                    r.status = .stopped
+                    r.healthy = false
+                    r.pid = nil
+                    r.stoppedAt = r.lastSeenAlive ?? Date()
+                    r.progress = nil
+                    r.failReason = wasRunning ? "its process was gone after a server restart; replaced" : "replaced after a server restart"
+                } })
+                await persist("addEvent", { try await store.addEvent(deploymentId: deployment.id, kind: "replica_reaped", message: "replica \(replica.id) was not alive after a server restart; replacing it") })
+            }
+        }
+    }
+
+    // MARK: Routes for the gateway
+
+    /// Publishes a deployment's ready replicas: healthy, not being stopped or killed.
+    func publishRoute(_ deployment: DeploymentRecord, status: DeploymentStatus, reason: String?) {
+        let endpoints = runtimes.compactMap { id, r in
+            r.deploymentId == deployment.id && r.healthy && !r.stopping && r.killReason == nil && r.pid != nil
+                ? RouteTable.Endpoint(replicaId: id, port: r.port, servedModelName: r.servedModelName) : nil
+        }.sorted { $0.replicaId < $1.replicaId }
+        routes.publish(deployment.id, RouteTable.Route(orgId: deployment.orgId, status: status, endpoints: endpoints, reason: reason))
+    }
+
+
+    /// Devices in use, for the catalogue's availability answer.
+    public func freeDeviceCount(profile: HardwareProfile) -> Int {
+        profile.devices.filter { !devicesInUse.contains($0) }.count
+    }
+}

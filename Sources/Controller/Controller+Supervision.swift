@@ -1,0 +1,211 @@
+import DeploymentStore
+import Foundation
+import InferenceCore
+import Logging
+import ModelHub
+import Replicas
+
+extension Controller {
+    // MARK: Process supervision
+
+    func supervise(replicaId: String, command: EngineCommand, logPath: String) async {
+        let exit: ProcessExit
+        do {
+            exit = try await provider.run(command, logPath: logPath) { pid in
+                await self.processStarted(replicaId, pid: pid)
+            }
+        } catch {
+            await processEnded(replicaId, description: "could not be started: \(error)")
+            return
+        }
+        await processEnded(replicaId, description: exit.description)
+    }
+
+    func processStarted(_ replicaId: String, pid: Int32) async {
+        guard let runtime = runtimes[replicaId] else { return }
+        runtimes[replicaId]?.pid = pid
+        await persist("updateReplica", { try await store.updateReplica(id: replicaId) { $0.pid = pid } })
+        // Billing runs from the launch until the process stops.
+        if let deployment = await persist("deployment", { try await store.deployment(id: runtime.deploymentId) }),
+            let profile = configuration.profile(named: deployment.hardwareProfile)
+        {
+            await persist("openRun", { try await store.openRun(
+                ReplicaRunRecord(
+                    replicaId: replicaId, deploymentId: deployment.id, orgId: deployment.orgId,
+                    hardwareProfile: profile.name, pricePerHour: profile.pricePerHour, startedAt: runtime.startedAt)) })
+        }
+        if runtimes[replicaId]?.stopping == true {
+            await provider.terminate(pid: pid, grace: configuration.stopGrace)
+        }
+    }
+
+    /// A replica's process is gone. Expected after a stop; otherwise a crash: restart with backoff, or fail.
+    func processEnded(_ replicaId: String, description: String) async {
+        guard let runtime = runtimes.removeValue(forKey: replicaId) else { return }
+        devicesInUse.subtract(runtime.devices)
+        await persist("closeRun", { try await store.closeRun(replicaId: replicaId, at: Date()) })
+        if runtime.stopping { return }
+        let tail = logTail(path: configuration.logPath(replicaId: replicaId), maxLines: 8)
+        let reason = (runtime.killReason ?? "engine \(description)") + (tail.isEmpty ? "" : ": \(tail)")
+        guard let updated = await persist("updateReplica", { try await store.updateReplica(id: replicaId, { r in
+            r.consecutiveFailures += 1
+            r.restartCount += 1
+            r.healthy = false
+            r.failReason = reason
+            r.pid = nil
+        }) }) else { return }
+        let failed = updated.consecutiveFailures >= configuration.maxConsecutiveFailures
+        if failed {
+            await persist("updateReplica", { try await store.updateReplica(id: replicaId) { $0.status = .failed; $0.stoppedAt = Date() } })
+            await persist("addEvent", { try await store.addEvent(
+                deploymentId: runtime.deploymentId, kind: "replica_failed",
+                message: "replica \(replicaId) failed after \(updated.consecutiveFailures) crashes in a row: \(reason)") })
+        } else {
+            let seconds = min(
+                configuration.restartBackoff.seconds * pow(2, Double(updated.consecutiveFailures - 1)),
+                configuration.maxRestartBackoff.seconds)
+            restartNotBefore[replicaId] = Date().addingTimeInterval(seconds)
+            await persist("updateReplica", { try await store.updateReplica(id: replicaId) { $0.status = .restarting } })
+            await persist("addEvent", { try await store.addEvent(
+                deploymentId: runtime.deploymentId, kind: "replica_crashed",
+                message: "replica \(replicaId) \(description); restarting in \(String(format: "%.1f", seconds)) s") })
+        }
+        logger.warning("replica process ended", metadata: ["replica.id": "\(replicaId)", "reason": "\(description)"])
+        await persist("refreshStatus", { try await refreshStatus(deploymentId: runtime.deploymentId) })
+        poke()
+    }
+
+    // MARK: Health
+
+    /// One health pass. A replica is ready for traffic when `/health` answers and a real tiny request has
+    /// been answered correctly; one the gateway saw answer wrongly is probed with a real request again, taken
+    /// out of routing after a second wrong answer, and replaced after `maxWrongAnswers` in a row.
+    func checkHealth() async {
+        let suspects = self.suspects.withLock { $0 }
+        let snapshot = runtimes.filter { $0.value.pid != nil && !$0.value.stopping }
+        let results = await withTaskGroup(of: (String, Bool, AnswerCheck?).self) { group in
+            for (id, runtime) in snapshot {
+                let askAnswer = !runtime.answerVerified || suspects[id] != nil
+                group.addTask { [probe, configuration] in
+                    let healthy = await probe.isHealthy(port: runtime.port, path: runtime.healthPath, timeout: configuration.healthTimeout)
+                    guard healthy, askAnswer else { return (id, healthy, nil) }
+                    return (id, healthy, await probe.checkAnswer(port: runtime.port, servedModelName: runtime.servedModelName, timeout: configuration.answerTimeout))
+                }
+            }
+            var out: [(String, Bool, AnswerCheck?)] = []
+            for await result in group { out.append(result) }
+            return out
+        }
+        let now = Date()
+        var touched: Set<String> = []
+        for (id, healthResult, answer) in results {
+            guard var runtime = runtimes[id], !runtime.stopping, let pid = runtime.pid else { continue }
+            let alive = provider.isAlive(pid: pid, replicaId: id)
+            if runtime.adopted && !alive {
+                await processEnded(id, description: "is gone")
+                continue
+            }
+            var wrongAnswer: String?
+            switch answer {
+            case .ok?:
+                runtime.answerVerified = true
+                runtime.wrongAnswers = 0
+                self.suspects.withLock { _ = $0.removeValue(forKey: id) }
+            case .wrong(let why)?:
+                runtime.wrongAnswers += 1
+                wrongAnswer = why
+            case .inconclusive?, nil:
+                break
+            }
+            // Out of routing until a real request is answered right (a second wrong answer for a replica that was serving).
+            let healthy = healthResult && runtime.answerVerified && runtime.wrongAnswers < 2
+            let becameHealthy = healthy && !runtime.healthy
+            runtime.healthy = healthy
+            runtime.unhealthySince = healthy ? nil : (runtime.unhealthySince ?? now)
+            runtimes[id] = runtime
+            let wrongReason = wrongAnswer
+            guard let record = await persist("updateReplica", { try await store.updateReplica(id: id, { r in
+                r.healthy = healthy
+                r.lastHealthCheck = now
+                if alive { r.lastSeenAlive = now }
+                if healthy {
+                    r.status = .running
+                    r.consecutiveFailures = 0
+                    r.failReason = nil
+                } else if let wrongReason {
+                    r.failReason = "answers requests wrongly: \(wrongReason)"
+                }
+            }) }) else { continue }
+            if becameHealthy {
+                touched.insert(runtime.deploymentId)
+                await persist("addEvent", { try await store.addEvent(
+                    deploymentId: runtime.deploymentId, kind: "replica_healthy",
+                    message: "replica \(id) is healthy after \(String(format: "%.1f", now.timeIntervalSince(runtime.startedAt))) s") })
+            } else if !healthy {
+                touched.insert(runtime.deploymentId)
+                if let wrongAnswer, runtime.wrongAnswers >= configuration.maxWrongAnswers {
+                    await kill(id, reason: "answered \(runtime.wrongAnswers) real requests in a row wrongly (\(wrongAnswer))")
+                } else {
+                    await killIfStuck(id, record: record, now: now)
+                }
+            }
+        }
+        for deploymentId in touched {
+            await persist("refreshStatus", { try await refreshStatus(deploymentId: deploymentId) })
+        }
+    }
+
+    /// The gateway saw a replica answer wrongly (or not at all): probe it with a real request at once.
+    public nonisolated func reportSuspect(replicaId: String, reason: String) {
+        suspects.withLock { $0[replicaId] = reason }
+        pokeHealth()
+    }
+
+    /// Kills a replica that never became ready in time, or that stopped answering; its exit counts as a crash.
+    func killIfStuck(_ id: String, record: ReplicaRecord, now: Date) async {
+        guard let runtime = runtimes[id], let pid = runtime.pid, runtime.killReason == nil else { return }
+        let readyTimeout = Double(configuration.profile(named: (await persist("deployment", { try await store.deployment(id: runtime.deploymentId) }))?.hardwareProfile ?? "")?.readyTimeoutS ?? 600)
+        var reason: String?
+        if record.status != .running, now.timeIntervalSince(runtime.startedAt) > readyTimeout {
+            reason = "not healthy within the ready timeout of \(Int(readyTimeout)) s"
+        } else if record.status == .running, let since = runtime.unhealthySince,
+            now.timeIntervalSince(since) > configuration.unhealthyRestartAfter.seconds
+        {
+            reason = "stopped answering health checks for \(Int(now.timeIntervalSince(since))) s"
+        }
+        guard let reason else { return }
+        await kill(id, reason: reason)
+    }
+
+    /// Kills a replica for `reason`; its exit counts as a crash (restart with backoff, then `failed`).
+    func kill(_ id: String, reason: String) async {
+        guard let runtime = runtimes[id], let pid = runtime.pid, runtime.killReason == nil else { return }
+        runtimes[id]?.killReason = reason
+        suspects.withLock { _ = $0.removeValue(forKey: id) }
+        await persist("addEvent", { try await store.addEvent(deploymentId: runtime.deploymentId, kind: "replica_killed", message: "replica \(id) \(reason); killing it") })
+        await provider.terminate(pid: pid, grace: .seconds(2))
+        if runtime.adopted { await processEnded(id, description: "was killed") }
+    }
+
+    /// Recomputes a deployment's status from its replicas, recording an event when it changes.
+    func refreshStatus(deploymentId: String) async throws {
+        guard let deployment = try await store.deployment(id: deploymentId) else { return }
+        guard deployment.status.isActive || deployment.status == .failed else {
+            publishRoute(deployment, status: deployment.status, reason: nil)
+            return
+        }
+        let replicas = try await store.replicas(deploymentId: deploymentId).filter { $0.status.isLive || $0.status == .failed }
+        let healthy = replicas.filter { $0.healthy && $0.status == .running }.count
+        let next = aggregateStatus(current: deployment.status == .failed ? .provisioning : deployment.status, replicas: replicas.map(\.status), healthy: healthy)
+        publishRoute(deployment, status: next, reason: replicas.compactMap(\.failReason).first)
+        guard next != deployment.status else { return }
+        try await store.updateDeployment(id: deploymentId) { $0.status = next }
+        let message: String
+        switch next {
+        case .running: message = "running: \(healthy) healthy replica\(healthy == 1 ? "" : "s")"
+        case .failed: message = "failed: every replica failed; see the replicas' fail_reason and logs"
+        default: message = next.rawValue
+        }
+        try await store.addEvent(deploymentId: deploymentId, kind: next.rawValue, message: message)
+    }
+}
