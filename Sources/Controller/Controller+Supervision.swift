@@ -77,45 +77,34 @@ extension Controller {
 
     // MARK: Health
 
-    /// One health pass. A replica is ready for traffic when `/health` answers and a real tiny request has
-    /// been answered correctly; one the gateway saw answer wrongly is probed with a real request again, taken
-    /// out of routing after a second wrong answer, and replaced after `maxWrongAnswers` in a row.
+    /// One health pass over `/health`. A replica is ready for traffic when `/health` answers and a real tiny
+    /// request was not answered wrongly; the real-request probes run beside the pass (a slow engine never
+    /// holds it up) and report back through `answerProbed`.
     func checkHealth() async {
         let suspects = self.suspects.withLock { $0 }
         let snapshot = runtimes.filter { $0.value.pid != nil && !$0.value.stopping }
-        let results = await withTaskGroup(of: (String, Bool, AnswerCheck?).self) { group in
+        let results = await withTaskGroup(of: (String, Bool).self) { group in
             for (id, runtime) in snapshot {
-                let askAnswer = !runtime.answerVerified || suspects[id] != nil
                 group.addTask { [probe, configuration] in
-                    let healthy = await probe.isHealthy(port: runtime.port, path: runtime.healthPath, timeout: configuration.healthTimeout)
-                    guard healthy, askAnswer else { return (id, healthy, nil) }
-                    return (id, healthy, await probe.checkAnswer(port: runtime.port, servedModelName: runtime.servedModelName, timeout: configuration.answerTimeout))
+                    (id, await probe.isHealthy(port: runtime.port, path: runtime.healthPath, timeout: configuration.healthTimeout))
                 }
             }
-            var out: [(String, Bool, AnswerCheck?)] = []
+            var out: [(String, Bool)] = []
             for await result in group { out.append(result) }
             return out
         }
         let now = Date()
         var touched: Set<String> = []
-        for (id, healthResult, answer) in results {
+        for (id, healthResult) in results {
             guard var runtime = runtimes[id], !runtime.stopping, let pid = runtime.pid else { continue }
             let alive = provider.isAlive(pid: pid, replicaId: id)
             if runtime.adopted && !alive {
                 await processEnded(id, description: "is gone")
                 continue
             }
-            var wrongAnswer: String?
-            switch answer {
-            case .ok?:
-                runtime.answerVerified = true
-                runtime.wrongAnswers = 0
-                self.suspects.withLock { _ = $0.removeValue(forKey: id) }
-            case .wrong(let why)?:
-                runtime.wrongAnswers += 1
-                wrongAnswer = why
-            case .inconclusive?, nil:
-                break
+            if healthResult, !answerProbes.contains(id), !runtime.answerVerified || suspects[id] != nil {
+                answerProbes.insert(id)
+                jobsContinuation.yield(.answerProbe(replicaId: id, port: runtime.port, servedModelName: runtime.servedModelName))
             }
             // Out of routing until a real request is answered right (a second wrong answer for a replica that was serving).
             let healthy = healthResult && runtime.answerVerified && runtime.wrongAnswers < 2
@@ -123,7 +112,6 @@ extension Controller {
             runtime.healthy = healthy
             runtime.unhealthySince = healthy ? nil : (runtime.unhealthySince ?? now)
             runtimes[id] = runtime
-            let wrongReason = wrongAnswer
             guard let record = await persist("updateReplica", { try await store.updateReplica(id: id, { r in
                 r.healthy = healthy
                 r.lastHealthCheck = now
@@ -132,8 +120,6 @@ extension Controller {
                     r.status = .running
                     r.consecutiveFailures = 0
                     r.failReason = nil
-                } else if let wrongReason {
-                    r.failReason = "answers requests wrongly: \(wrongReason)"
                 }
             }) }) else { continue }
             if becameHealthy {
@@ -143,16 +129,49 @@ extension Controller {
                     message: "replica \(id) is healthy after \(String(format: "%.1f", now.timeIntervalSince(runtime.startedAt))) s") })
             } else if !healthy {
                 touched.insert(runtime.deploymentId)
-                if let wrongAnswer, runtime.wrongAnswers >= configuration.maxWrongAnswers {
-                    await kill(id, reason: "answered \(runtime.wrongAnswers) real requests in a row wrongly (\(wrongAnswer))")
-                } else {
-                    await killIfStuck(id, record: record, now: now)
-                }
+                await killIfStuck(id, record: record, now: now)
             }
         }
         for deploymentId in touched {
             await persist("refreshStatus", { try await refreshStatus(deploymentId: deploymentId) })
         }
+    }
+
+    /// Sends one real tiny request to a replica, beside the health pass, and reports what it showed.
+    func probeAnswer(replicaId: String, port: Int, servedModelName: String) async {
+        let result = await probe.checkAnswer(port: port, servedModelName: servedModelName, timeout: configuration.answerTimeout)
+        await answerProbed(replicaId, result)
+    }
+
+    /// A real-request probe came back. A right answer makes the replica ready (or clears a suspicion); a slow
+    /// one proves nothing wrong, so a replica that answers `/health` is not held back by a slow engine; a wrong
+    /// one counts, and `maxWrongAnswers` in a row replace the replica.
+    func answerProbed(_ id: String, _ result: AnswerCheck) async {
+        answerProbes.remove(id)
+        guard var runtime = runtimes[id], !runtime.stopping else { return }
+        switch result {
+        case .ok:
+            runtime.answerVerified = true
+            runtime.wrongAnswers = 0
+            suspects.withLock { _ = $0.removeValue(forKey: id) }
+        case .inconclusive(let why):
+            if !runtime.answerVerified {
+                logger.info("real-request probe inconclusive; trusting /health", metadata: ["replica.id": "\(id)", "reason": "\(why)"])
+                runtime.answerVerified = true
+            }
+            suspects.withLock { _ = $0.removeValue(forKey: id) }
+        case .wrong(let why):
+            runtime.wrongAnswers += 1
+            runtimes[id] = runtime
+            let reason = "answers requests wrongly: \(why)"
+            await persist("updateReplica", { try await store.updateReplica(id: id) { $0.failReason = reason } })
+            if runtime.wrongAnswers >= configuration.maxWrongAnswers {
+                await kill(id, reason: "answered \(runtime.wrongAnswers) real requests in a row wrongly (\(why))")
+                return
+            }
+        }
+        runtimes[id] = runtime
+        pokeHealth()
     }
 
     /// The gateway saw a replica answer wrongly (or not at all): probe it with a real request at once.
@@ -163,7 +182,7 @@ extension Controller {
 
     /// Kills a replica that never became ready in time, or that stopped answering; its exit counts as a crash.
     func killIfStuck(_ id: String, record: ReplicaRecord, now: Date) async {
-        guard let runtime = runtimes[id], let pid = runtime.pid, runtime.killReason == nil else { return }
+        guard let runtime = runtimes[id], runtime.pid != nil, runtime.killReason == nil else { return }
         let readyTimeout = Double(configuration.profile(named: (await persist("deployment", { try await store.deployment(id: runtime.deploymentId) }))?.hardwareProfile ?? "")?.readyTimeoutS ?? 600)
         var reason: String?
         if record.status != .running, now.timeIntervalSince(runtime.startedAt) > readyTimeout {

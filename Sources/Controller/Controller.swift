@@ -45,6 +45,10 @@ public actor Controller: Service {
         case launch(replicaId: String, command: EngineCommand, logPath: String)
         /// Fetch the model's files, then let the next reconcile pass launch the replica.
         case pull(replicaId: String, deploymentId: String, repo: String, format: ModelFormat, token: String?)
+        /// Let a replica leaving on scale-down finish its requests, then stop it: beside the reconciler, never in it.
+        case drain(replicaId: String)
+        /// Send a replica one real tiny request and judge the answer.
+        case answerProbe(replicaId: String, port: Int, servedModelName: String)
     }
 
     let store: DeploymentStore
@@ -74,6 +78,10 @@ public actor Controller: Service {
 
     /// Organisations with an admin key (refreshed each reconcile pass): not held to tenant limits.
     var adminOrgs: Set<String> = []
+    /// Replicas leaving on scale-down, draining their requests before they stop.
+    var draining: Set<String> = []
+    /// Replicas with a real-request probe in flight.
+    var answerProbes: Set<String> = []
     /// Replicas the gateway saw answer wrongly, with why: probed with a real request at the next health pass.
     nonisolated let suspects = Mutex<[String: String]>([:])
 
@@ -129,6 +137,10 @@ public actor Controller: Service {
                         group.addTask { await self.supervise(replicaId: replicaId, command: command, logPath: logPath) }
                     case .pull(let replicaId, let deploymentId, let repo, let format, let token):
                         group.addTask { await self.pull(replicaId: replicaId, deploymentId: deploymentId, repo: repo, format: format, token: token) }
+                    case .drain(let replicaId):
+                        group.addTask { await self.drainThenStop(replicaId) }
+                    case .answerProbe(let replicaId, let port, let servedModelName):
+                        group.addTask { await self.probeAnswer(replicaId: replicaId, port: port, servedModelName: servedModelName) }
                     }
                 }
                 // The job stream ends on graceful shutdown: stop every replica, then end the loops.
@@ -197,7 +209,7 @@ public actor Controller: Service {
         // A stored count is bounded before it is acted on (rows written before limits existed included).
         let desired = max(0, min(deployment.desiredReplicas, deployment.maxReplicas, configuration.maxReplicasPerDeployment))
         if deployment.status != .failed {
-            let live = replicas.filter { $0.status.isLive }
+            let live = replicas.filter { $0.status.isLive && !draining.contains($0.id) }
             if live.count < desired {
                 for _ in live.count..<desired {
                     let replica = ReplicaRecord(
@@ -207,19 +219,28 @@ public actor Controller: Service {
                 }
             } else if live.count > desired {
                 let extra = live.sorted { rank($0) < rank($1) }.prefix(live.count - desired)
+                // Out of routing now; the drain and the stop run beside the reconciler, so a replica finishing long
+                // streams never holds up another deployment's launch.
                 for replica in extra {
-                    await stopReplica(replica.id, reason: "scaled down")
+                    draining.insert(replica.id)
+                    runtimes[replica.id]?.stopping = true
+                    jobsContinuation.yield(.drain(replicaId: replica.id))
                 }
-                replicas = try await store.replicas(deploymentId: deployment.id)
             }
         }
-        for replica in replicas where replica.status.isLive && runtimes[replica.id] == nil && pulls[replica.id] == nil {
+        for replica in replicas where replica.status.isLive && runtimes[replica.id] == nil && pulls[replica.id] == nil && !draining.contains(replica.id) {
             if replica.status == .restarting, let notBefore = restartNotBefore[replica.id], notBefore > Date() {
                 continue
             }
             try await launch(replica, of: deployment, profile: profile)
         }
         try await refreshStatus(deploymentId: deployment.id)
+    }
+
+    func drainThenStop(_ replicaId: String) async {
+        await stopReplica(replicaId, reason: "scaled down")
+        draining.remove(replicaId)
+        poke()
     }
 
     /// Which replicas go first on scale-down: ones not yet serving, then the newest.

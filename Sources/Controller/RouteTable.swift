@@ -8,11 +8,14 @@ public final class RouteTable: Sendable {
     /// A ready replica's address.
     public struct Endpoint: Sendable, Equatable {
         public var replicaId: String
+        /// Where the replica listens: loopback for local processes, a node's address for a cluster provider.
+        public var host: String
         public var port: Int
         public var servedModelName: String
 
-        public init(replicaId: String, port: Int, servedModelName: String) {
+        public init(replicaId: String, host: String = "127.0.0.1", port: Int, servedModelName: String) {
             self.replicaId = replicaId
+            self.host = host
             self.port = port
             self.servedModelName = servedModelName
         }
@@ -28,7 +31,63 @@ public final class RouteTable: Sendable {
 
     private let routes = Mutex<[String: Route]>([:])
 
+    /// Requests waiting for a deployment's route to change (a replica becoming ready, a resume), by deployment.
+    private enum Slot {
+        case waiting(CheckedContinuation<Void, Never>)
+        /// The waiter gave up before it registered: registering must not wait.
+        case abandoned
+    }
+
+    private let waiters = Mutex<(next: UInt64, slots: [String: [UInt64: Slot]])>((0, [:]))
+
     public init() {}
+
+    /// Waits until the deployment's route is published again, or `limit` passes: a request waiting for a
+    /// replica is woken by the change itself, not by polling.
+    public func waitForChange(_ deploymentId: String, upTo limit: Duration) async {
+        let token = waiters.withLock { w -> UInt64 in
+            w.next &+= 1
+            return w.next
+        }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                    let resumeNow = self.waiters.withLock { w -> Bool in
+                        if case .abandoned? = w.slots[deploymentId]?[token] {
+                            w.slots[deploymentId]?[token] = nil
+                            return true
+                        }
+                        w.slots[deploymentId, default: [:]][token] = .waiting(c)
+                        return false
+                    }
+                    if resumeNow { c.resume() }
+                }
+            }
+            group.addTask { try? await Task.sleep(for: limit) }
+            await group.next()
+            group.cancelAll()
+            let waiting = waiters.withLock { w -> CheckedContinuation<Void, Never>? in
+                switch w.slots[deploymentId]?[token] {
+                case .waiting(let c)?:
+                    w.slots[deploymentId]?[token] = nil
+                    if w.slots[deploymentId]?.isEmpty == true { w.slots[deploymentId] = nil }
+                    return c
+                case .abandoned?:
+                    return nil
+                case nil:
+                    // Either woken by a publish already, or not registered yet: mark it so registering returns at once.
+                    w.slots[deploymentId, default: [:]][token] = .abandoned
+                    return nil
+                }
+            }
+            waiting?.resume()
+        }
+        // A publish may have raced with the abandoned marker; drop it either way.
+        waiters.withLock { w in
+            if case .abandoned? = w.slots[deploymentId]?[token] { w.slots[deploymentId]?[token] = nil }
+            if w.slots[deploymentId]?.isEmpty == true { w.slots[deploymentId] = nil }
+        }
+    }
 
     public func route(_ deploymentId: String) -> Route? {
         routes.withLock { $0[deploymentId] }
@@ -36,6 +95,20 @@ public final class RouteTable: Sendable {
 
     public func publish(_ deploymentId: String, _ route: Route?) {
         routes.withLock { $0[deploymentId] = route }
+        let woken = waiters.withLock { w -> [CheckedContinuation<Void, Never>] in
+            guard let slots = w.slots[deploymentId] else { return [] }
+            var out: [CheckedContinuation<Void, Never>] = []
+            var kept: [UInt64: Slot] = [:]
+            for (token, slot) in slots {
+                switch slot {
+                case .waiting(let c): out.append(c)
+                case .abandoned: kept[token] = slot
+                }
+            }
+            w.slots[deploymentId] = kept.isEmpty ? nil : kept
+            return out
+        }
+        for c in woken { c.resume() }
     }
 
     /// Every published route, for `/metrics`.

@@ -199,7 +199,8 @@ public final class Gateway: Sendable {
             guard let route = routes.route(deploymentId) else {
                 // Not yet published (a deployment created a moment ago): wait for the controller.
                 if ContinuousClock.now > deadline { throw OpenAIError.modelNotFound(deploymentId) }
-                try await Task.sleep(for: .milliseconds(25))
+                await routes.waitForChange(deploymentId, upTo: .milliseconds(500))
+                try Task.checkCancellation()
                 continue
             }
             switch route.status {
@@ -220,7 +221,9 @@ public final class Gateway: Sendable {
                     "No replica of deployment '\(deploymentId)' became ready within \(configuration.replicaWait.components.seconds) s" + (route.reason.map { ": \($0)" } ?? ""),
                     type: "server_error", code: "no_ready_replica", retryAfter: 10)
             }
-            try await Task.sleep(for: .milliseconds(25))
+            // Woken by the route change itself (a replica ready, a resume); the bound keeps the checks above live.
+            await routes.waitForChange(deploymentId, upTo: .milliseconds(500))
+            try Task.checkCancellation()
         }
     }
 }

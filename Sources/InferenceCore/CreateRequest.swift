@@ -104,7 +104,7 @@ extension DeploymentSpec {
             if profile == nil {
                 reader.fail(
                     "gpu_type",
-                    "Value error, no hardware profile offers gpu_type '\(gpuType)'\(gpuCount.map { " with gpu_count \($0)" } ?? ""); known: \(catalogue.shapes.joined(separator: ", "))",
+                    "Value error, no hardware profile offers gpu_type '\(gpuType)'\(gpuCount.map { " with gpu_count \($0)" } ?? ""); known profiles: \(catalogue.shapes.joined(separator: ", "))",
                     "value_error")
             }
         } else if let m = model {
@@ -172,11 +172,11 @@ public struct Catalogue: Sendable {
         return matching.first
     }
 
-    /// The shapes a create may name, for error messages: `type x count` and the profile names.
+    /// The shapes a create may name, for error messages: each profile's name with its `type x count`.
     public var shapes: [String] {
         var seen: [String] = []
         for p in profiles {
-            let shape = "\(p.gpuType) x \(p.gpuCount) (\(p.name))"
+            let shape = "\(p.name) (\(p.gpuType) x \(p.gpuCount))"
             if !seen.contains(shape) { seen.append(shape) }
         }
         return seen

@@ -73,6 +73,28 @@ public struct SimServer: Sendable {
         var stream: Bool
         var includeUsage: Bool
         var seed: UInt64
+        /// Stop sequences (`stop`): generation ends before the first one, as vLLM does.
+        var stop: [String] = []
+    }
+
+    /// The words up to the first stop sequence (the last one cut where the sequence begins), and which
+    /// sequence matched; the words unchanged and nil when none occurs.
+    static func applyStop(_ words: [String], _ stops: [String]) -> (words: [String], matched: String?) {
+        let text = words.joined()
+        var best: (Range<String.Index>, String)?
+        for stop in stops where !stop.isEmpty {
+            if let r = text.range(of: stop), best.map({ r.lowerBound < $0.0.lowerBound }) ?? true { best = (r, stop) }
+        }
+        guard let (range, matched) = best else { return (words, nil) }
+        let keep = text.distance(from: text.startIndex, to: range.lowerBound)
+        var out: [String] = []
+        var used = 0
+        for word in words where used < keep {
+            let take = min(word.count, keep - used)
+            out.append(String(word.prefix(take)))
+            used += take
+        }
+        return (out, matched)
     }
 
     private func complete(_ request: Request, chat: Bool) async throws -> Response {
@@ -111,9 +133,13 @@ public struct SimServer: Sendable {
         }
         let id = (chat ? "chatcmpl-" : "cmpl-") + String(UInt64.random(in: 0...UInt64.max), radix: 36)
         let created = Int(Date().timeIntervalSince1970)
-        let words = (0..<maxTokens).map { Self.vocabulary[Int((parsed.seed &+ UInt64($0) &* 7919) % UInt64(Self.vocabulary.count))] }
-        let finish = parsed.maxTokens != nil ? "length" : "stop"
-        let usage = #"{"prompt_tokens":\#(parsed.promptTokens),"completion_tokens":\#(maxTokens),"total_tokens":\#(parsed.promptTokens + maxTokens)}"#
+        let generated = (0..<maxTokens).map { Self.vocabulary[Int((parsed.seed &+ UInt64($0) &* 7919) % UInt64(Self.vocabulary.count))] }
+        let (words, matchedStop) = Self.applyStop(generated, parsed.stop)
+        let outputTokens = matchedStop == nil ? maxTokens : words.count
+        let finish = matchedStop != nil || parsed.maxTokens == nil ? "stop" : "length"
+        // vLLM names the stop sequence that ended generation in the choice's `stop_reason`.
+        let stopReason = matchedStop.map { "\"\(jsonEscape($0))\"" } ?? "null"
+        let usage = #"{"prompt_tokens":\#(parsed.promptTokens),"completion_tokens":\#(outputTokens),"total_tokens":\#(parsed.promptTokens + outputTokens)}"#
         let ttft = config.ttftMs + config.prefillMsPerToken * Double(parsed.promptTokens)
         let model = jsonEscape(config.servedModelName)
         let object = chat ? "chat.completion" : "text_completion"
@@ -124,12 +150,12 @@ public struct SimServer: Sendable {
             defer { scheduler.release() }
             try await sleep(ms: ttft)
             let first = ContinuousClock.now
-            if maxTokens > 1 { try await sleep(ms: config.itlMs * Double(maxTokens - 1)) }
-            record(prompt: parsed.promptTokens, output: maxTokens, arrived: arrived, first: first)
+            if outputTokens > 1 { try await sleep(ms: config.itlMs * Double(outputTokens - 1)) }
+            record(prompt: parsed.promptTokens, output: outputTokens, arrived: arrived, first: first)
             let text = words.joined()
             let choice = chat
-                ? #"{"index":0,"message":{"role":"assistant","content":"\#(text)"},"logprobs":null,"finish_reason":"\#(finish)"}"#
-                : #"{"index":0,"text":"\#(text)","logprobs":null,"finish_reason":"\#(finish)"}"#
+                ? #"{"index":0,"message":{"role":"assistant","content":"\#(text)"},"logprobs":null,"finish_reason":"\#(finish)","stop_reason":\#(stopReason)}"#
+                : #"{"index":0,"text":"\#(text)","logprobs":null,"finish_reason":"\#(finish)","stop_reason":\#(stopReason)}"#
             return json(.ok, #"{"id":"\#(id)","object":"\#(object)","created":\#(created),"model":"\#(model)","choices":[\#(choice)],"usage":\#(usage)}"#)
         }
 
@@ -159,14 +185,14 @@ public struct SimServer: Sendable {
             }
             _ = last
             let end = chat
-                ? #"{"index":0,"delta":{},"logprobs":null,"finish_reason":"\#(finish)"}"#
-                : #"{"index":0,"text":"","logprobs":null,"finish_reason":"\#(finish)"}"#
+                ? #"{"index":0,"delta":{},"logprobs":null,"finish_reason":"\#(finish)","stop_reason":\#(stopReason)}"#
+                : #"{"index":0,"text":"","logprobs":null,"finish_reason":"\#(finish)","stop_reason":\#(stopReason)}"#
             try await writer.write(ByteBuffer(string: head + end + "]}\n\n"))
             if parsed.includeUsage {
                 try await writer.write(ByteBuffer(string: head + "],\"usage\":" + usage + "}\n\n"))
             }
             try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
-            record(prompt: parsed.promptTokens, output: maxTokens, arrived: arrived, first: first)
+            record(prompt: parsed.promptTokens, output: outputTokens, arrived: arrived, first: first)
             try await writer.finish(nil)
         }
         return Response(
@@ -200,7 +226,13 @@ public struct SimServer: Sendable {
         let maxTokens = json["max_completion_tokens"]?.intValue ?? json["max_tokens"]?.intValue
         let stream = json["stream"]?.boolValue ?? false
         let includeUsage = json["stream_options"]?["include_usage"]?.boolValue ?? false
-        return Parsed(promptTokens: promptTokens, maxTokens: maxTokens, stream: stream, includeUsage: includeUsage, seed: fnv1a(text))
+        var stop: [String] = []
+        switch json["stop"] {
+        case .string(let s)?: stop = [s]
+        case .array(let a)?: stop = a.compactMap(\.stringValue)
+        default: break
+        }
+        return Parsed(promptTokens: promptTokens, maxTokens: maxTokens, stream: stream, includeUsage: includeUsage, seed: fnv1a(text), stop: Array(stop.prefix(16)))
     }
 
     private func record(prompt: Int, output: Int, arrived: ContinuousClock.Instant, first: ContinuousClock.Instant) {

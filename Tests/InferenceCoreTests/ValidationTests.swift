@@ -96,7 +96,7 @@ struct ValidationTests {
         #expect(mixed.hardwareProfile == "cpu", "hardware_profile wins when both are sent")
         let unknown = issues(#"{"hf_model_id":"m","gpu_type":"z9"}"#)
         #expect(unknown.map { $0.loc.last! } == ["gpu_type"])
-        #expect(unknown[0].msg.contains("h100 x 1 (sim.h100)"))
+        #expect(unknown[0].msg.contains("sim.h100 (h100 x 1)"))
         #expect(issues(#"{"hf_model_id":"m","gpu_type":"h100","gpu_count":8}"#).map { $0.loc.last! } == ["gpu_type"])
     }
 

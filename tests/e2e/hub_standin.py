@@ -6,7 +6,7 @@ here). It serves fixture repositories on the Hub's URL layout and with its statu
     GET  /{org}/{name}/resolve/{revision}/{file}      the file, honouring `Range: bytes=N-` with 206
 
 Knobs for failure cases: `cut_after[file] = n` sends the full Content-Length, then only n bytes, then drops
-the connection (once); `corrupt` files are served with one byte flipped while the metadata lists the true
+the connection (once); `outage` answers every request 503 and closes (the Hub is down); `corrupt` files are served with one byte flipped while the metadata lists the true
 checksum; `throttle` slows downloads (bytes per second) so progress can be watched. Every request is
 recorded (method, path, Authorization, Range) for the tests to inspect.
 """
@@ -41,6 +41,7 @@ class HubStandIn:
         self.repos = dict(repos)
         self.cut_after = {}
         self.throttle = None
+        self.outage = False
         self.requests = []
         self.lock = threading.Lock()
         standin = self
@@ -90,6 +91,10 @@ class HubStandIn:
         with self.lock:
             self.requests.append({"method": h.command, "path": h.path, "authorization": auth,
                                   "range": h.headers.get("Range")})
+        if self.outage:
+            # The Hub is down: 503 on every request, and the connection is closed.
+            h.close_connection = True
+            return self.reply(h, 503, b'{"error":"Service Unavailable"}', {"Connection": "close"}, head)
         path = h.path.split("?", 1)[0]
         token = auth.split(" ", 1)[1] if auth and auth.startswith("Bearer ") else None
         if path.startswith("/api/models/"):

@@ -90,12 +90,12 @@ def test_every_bad_input_gets_a_clear_error_and_nothing_is_stored(start_server):
         assert r.status_code == 422, r.text
         return {tuple(i["loc"]): i["type"] for i in r.json()["detail"]}
 
-    assert fields(create({k: v for k, v in good.items() if k != "target_rps"})) == {("body", "target_rps"): "missing"}
+    assert fields(create({k: v for k, v in good.items() if k != "hf_model_id"})) == {("body", "hf_model_id"): "missing"}
     assert fields(create(dict(good, target_rps="fast"))) == {("body", "target_rps"): "float_type"}
     assert fields(create(dict(good, min_replicas=0))) == {("body", "min_replicas"): "greater_than_equal"}
     assert fields(create(dict(good, min_replicas=3, max_replicas=2))) == {("body", "max_replicas"): "value_error"}
-    assert fields(create(dict(good, target_rps=0))) == {("body", "target_rps"): "greater_than"}
-    assert fields(create(dict(good, target_latency_p95_ms=-1))) == {("body", "target_latency_p95_ms"): "greater_than"}
+    assert fields(create(dict(good, target_rps=0))) == {("body", "target_rps"): "greater_than_equal"}
+    assert fields(create(dict(good, target_latency_p95_ms=-1))) == {("body", "target_latency_p95_ms"): "greater_than_equal"}
     assert fields(create(dict(good, stabilisation_window=-1))) == {("body", "stabilisation_window"): "greater_than_equal"}
     unknown = create(dict(good, hardware_profile="gpu.z9"))
     assert fields(unknown) == {("body", "hardware_profile"): "value_error"}
