@@ -78,7 +78,7 @@ public struct ControlPlaneRoutes: Sendable {
             record,
             event: "created: \(spec.hfModelId) on \(spec.hardwareProfile), \(spec.minReplicas) to \(spec.maxReplicas) replicas")
         if let hubNote { try await store.addEvent(deploymentId: record.id, kind: "hub_check", message: hubNote) }
-        controller.poke()
+        controller.poke(deploymentId: record.id)
         return DetailErrorMiddleware.respond(.ok, CreateDeploymentResponse(deploymentId: record.id, status: .created))
     }
 

@@ -36,6 +36,12 @@ public protocol ReplicaFleet: Sendable {
     func pauseDeployment(id: String, reason: String) async throws
     /// Asks for a reconcile pass now (desired counts changed).
     func poke()
+    /// Asks for a reconcile pass over one deployment.
+    func poke(deploymentId: String)
+}
+
+extension ReplicaFleet {
+    public func poke(deploymentId: String) { poke() }
 }
 
 extension Controller: ReplicaFleet {}
@@ -130,7 +136,7 @@ public actor Autoscaler: Service {
             let message = "scaled \(deployment.desiredReplicas) -> \(desired): \(recommendation.reason)"
             try await store.addEvent(deploymentId: deployment.id, kind: "scaled", message: message)
             logger.info("scaled", metadata: ["deployment.id": "\(deployment.id)", "reason": "\(message)"])
-            fleet.poke()
+            fleet.poke(deploymentId: deployment.id)
         }
     }
 }

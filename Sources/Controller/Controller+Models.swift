@@ -86,6 +86,6 @@ extension Controller {
             await persist("addEvent", { try await store.addEvent(deploymentId: deploymentId, kind: "replica_failed", message: "replica \(replicaId): \(reason)") })
             await persist("refreshStatus", { try await refreshStatus(deploymentId: deploymentId) })
         }
-        poke()
+        poke(deploymentId: deploymentId)
     }
 }

@@ -58,7 +58,7 @@ extension Controller {
         }), changed.withLock({ $0 }) else { return }
         try await store.addEvent(deploymentId: id, kind: "resumed", message: "resumed by a request: starting \(resumed.minReplicas) replica\(resumed.minReplicas == 1 ? "" : "s")")
         publishRoute(resumed, status: .provisioning, reason: nil)
-        poke()
+        poke(deploymentId: id)
     }
 
     /// Serving and starting replicas of a deployment, for the autoscaler.
@@ -92,6 +92,8 @@ extension Controller {
                 try? await Task.sleep(for: .milliseconds(10))
             }
             if let runtime = runtimes.removeValue(forKey: id) { devicesInUse.subtract(runtime.devices) }
+            // Devices freed: deployments waiting for them get their pass now.
+            poke()
         }
         await persist("closeRun", { try await store.closeRun(replicaId: id, at: Date()) })
         restartNotBefore[id] = nil

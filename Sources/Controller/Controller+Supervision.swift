@@ -64,7 +64,7 @@ extension Controller {
             let seconds = min(
                 configuration.restartBackoff.seconds * pow(2, Double(updated.consecutiveFailures - 1)),
                 configuration.maxRestartBackoff.seconds)
-            restartNotBefore[replicaId] = Date().addingTimeInterval(seconds)
+            restartNotBefore[replicaId] = (runtime.deploymentId, Date().addingTimeInterval(seconds))
             await persist("updateReplica", { try await store.updateReplica(id: replicaId) { $0.status = .restarting } })
             await persist("addEvent", { try await store.addEvent(
                 deploymentId: runtime.deploymentId, kind: "replica_crashed",

@@ -67,7 +67,10 @@ public actor Controller: Service {
 
     var runtimes: [String: Runtime] = [:]
     var devicesInUse: Set<String> = []
-    var restartNotBefore: [String: Date] = [:]
+    /// Replicas waiting out a restart backoff: when, and whose deployment to reconcile then.
+    var restartNotBefore: [String: (deploymentId: String, at: Date)] = [:]
+    /// When the last pass over every deployment ran (a safety net; events drive the passes in between).
+    var lastFullPass = ContinuousClock.now
     /// Deployments being stopped: nothing new is launched for them, even by a reconcile pass already under way.
     var stoppingDeployments: Set<String> = []
     var shuttingDown = false
@@ -84,6 +87,9 @@ public actor Controller: Service {
     var answerProbes: Set<String> = []
     /// Replicas the gateway saw answer wrongly, with why: probed with a real request at the next health pass.
     nonisolated let suspects = Mutex<[String: String]>([:])
+
+    /// What the next reconcile pass covers: every deployment, or the ones something happened to.
+    nonisolated let dirty = Mutex<(all: Bool, ids: Set<String>)>((true, []))
 
     nonisolated let jobs: AsyncStream<Job>
     nonisolated let jobsContinuation: AsyncStream<Job>.Continuation
@@ -112,7 +118,17 @@ public actor Controller: Service {
     }
 
     /// Asks for a reconcile pass now rather than at the next tick (after a create, a crash, a stop).
-    public nonisolated func poke() { pokesContinuation.yield() }
+    public nonisolated func poke() {
+        dirty.withLock { $0.all = true }
+        pokesContinuation.yield()
+    }
+
+    /// Asks for a reconcile pass over one deployment (created, scaled, resumed, one of its replicas ended):
+    /// the fleet's cost follows what happens, not how many deployments exist.
+    public nonisolated func poke(deploymentId: String) {
+        dirty.withLock { _ = $0.ids.insert(deploymentId) }
+        pokesContinuation.yield()
+    }
 
     /// Asks for a health pass now (a replica was seen failing, or one may have just become ready).
     public nonisolated func pokeHealth() { healthPokesContinuation.yield() }
@@ -124,6 +140,8 @@ public actor Controller: Service {
         try FileManager.default.createDirectory(
             atPath: "\(configuration.dataDir)/replicas", withIntermediateDirectories: true)
         await recover()
+        // The first pass covers every deployment: replace what recovery reaped, launch what was waiting.
+        poke()
         let jobs = self.jobs
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
@@ -154,10 +172,18 @@ public actor Controller: Service {
 
     // MARK: Loops
 
+    /// Time-driven work only: restarts whose backoff is over, and the occasional pass over everything (a
+    /// safety net). Everything else (a create, a scale, a crash, devices freed) pokes the reconciler itself, so
+    /// an idle fleet of thousands of deployments costs next to nothing.
     func tickLoop() async {
         while !Task.isCancelled {
             try? await Task.sleep(for: configuration.reconcileInterval)
-            poke()
+            let now = Date()
+            for (replicaId, due) in restartNotBefore where due.at <= now {
+                restartNotBefore[replicaId] = nil
+                poke(deploymentId: due.deploymentId)
+            }
+            if ContinuousClock.now - lastFullPass >= configuration.fullReconcileInterval { poke() }
         }
     }
 
@@ -193,8 +219,22 @@ public actor Controller: Service {
 
     /// One pass: every active deployment gets its desired number of live replicas, each launched when it can be.
     func reconcile() async throws {
+        let (all, ids) = dirty.withLock { d in
+            defer { d = (false, []) }
+            return (d.all, d.ids)
+        }
+        guard all || !ids.isEmpty else { return }
         adminOrgs = try await store.adminOrgIds()
-        for deployment in try await store.unstoppedDeployments() where deployment.status.isActive || deployment.status == .failed {
+        var deployments: [DeploymentRecord] = []
+        if all {
+            lastFullPass = ContinuousClock.now
+            deployments = try await store.unstoppedDeployments()
+        } else {
+            for id in ids.sorted() {
+                if let d = try await store.deployment(id: id) { deployments.append(d) }
+            }
+        }
+        for deployment in deployments where deployment.status.isActive || deployment.status == .failed {
             try await reconcile(deployment)
         }
     }
@@ -229,7 +269,7 @@ public actor Controller: Service {
             }
         }
         for replica in replicas where replica.status.isLive && runtimes[replica.id] == nil && pulls[replica.id] == nil && !draining.contains(replica.id) {
-            if replica.status == .restarting, let notBefore = restartNotBefore[replica.id], notBefore > Date() {
+            if replica.status == .restarting, let notBefore = restartNotBefore[replica.id]?.at, notBefore > Date() {
                 continue
             }
             try await launch(replica, of: deployment, profile: profile)

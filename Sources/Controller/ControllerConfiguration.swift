@@ -7,6 +7,8 @@ public struct ControllerConfiguration: Sendable {
     public var dataDir: String
     public var profiles: [HardwareProfile]
     public var reconcileInterval: Duration = .seconds(1)
+    /// How often every deployment is reconciled even when nothing happened (events drive the passes between).
+    public var fullReconcileInterval: Duration = .seconds(60)
     public var healthInterval: Duration = .seconds(2)
     public var healthTimeout: Duration = .seconds(2)
     /// How long a probe with a real tiny request may take; a slower answer proves nothing either way.

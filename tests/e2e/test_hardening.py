@@ -273,3 +273,25 @@ def test_nul_ids_metrics_key_405s_and_one_resumed_event(start_server):
         answers = list(pool.map(lambda _: chat(server, d, timeout=60), range(200)))
     assert all(a.status_code == 200 for a in answers), {a.status_code for a in answers}
     assert [e["kind"] for e in server.events(d)].count("resumed") == 1
+
+
+def test_rows_stored_before_the_bounds_neither_crash_nor_jam_a_restarted_server(start_server, tmp_path):
+    """The issue's reproduction as an old server left it: a deployment stored with target_rps 1e-300 and 1e14
+    replicas. Before saturating arithmetic and the per-deployment ceiling, the first request after a restart
+    trapped the server, and the replica table grew by thousands of rows a second."""
+    server = start_server(config={"hardware_profiles": [FAST], "autoscale_interval_s": 0.5})
+    d = create(server).json()["deployment_id"]
+    server.wait_status(d, "running")
+    server.terminate()
+    db = sqlite3.connect(os.path.join(server.data_dir, "lyceum.db"))
+    db.execute("update deployments set targetRps = 1e-300, minReplicas = 100000000000000, maxReplicas = 100000000000000, "
+               "desiredReplicas = 100000000000000 where id = ?", (d,))
+    db.commit()
+    db.close()
+    server.start()
+    answers = [chat(server, d, timeout=60) for _ in range(20)]
+    assert all(a.status_code == 200 for a in answers), [a.text for a in answers if a.status_code != 200][:2]
+    time.sleep(3)
+    assert server.proc.poll() is None, "the server is still running"
+    rows = server.replica_rows(d)
+    assert len(rows) <= 64 + 1, f"{len(rows)} replica rows: the ceiling bounds what a stored count can ask for"
