@@ -33,6 +33,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "Routing",
+            dependencies: ["InferenceCore"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "DeploymentStore",
             dependencies: [
                 "InferenceCore",
@@ -65,7 +70,7 @@ let package = Package(
         .target(
             name: "Controller",
             dependencies: [
-                "InferenceCore", "DeploymentStore", "Replicas", "ModelHub",
+                "InferenceCore", "DeploymentStore", "Replicas", "ModelHub", "Routing",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -85,7 +90,7 @@ let package = Package(
         .target(
             name: "Gateway",
             dependencies: [
-                "InferenceCore", "DeploymentStore", "Controller",
+                "InferenceCore", "DeploymentStore", "Routing",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
@@ -106,7 +111,7 @@ let package = Package(
         .target(
             name: "LyceumServer",
             dependencies: [
-                "InferenceCore", "DeploymentStore", "Replicas", "Controller", "ControlPlane", "Gateway", "ModelHub",
+                "InferenceCore", "DeploymentStore", "Replicas", "Controller", "ControlPlane", "Gateway", "ModelHub", "Routing",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -151,7 +156,7 @@ let package = Package(
         .testTarget(
             name: "LyceumServerTests",
             dependencies: [
-                "LyceumServer", "DeploymentStore", "Replicas", "Controller", "Gateway", "InferenceCore", "ModelHub", "ControlPlane",
+                "LyceumServer", "DeploymentStore", "Replicas", "Controller", "Gateway", "InferenceCore", "ModelHub", "ControlPlane", "Routing",
                 .product(name: "PropertyBased", package: "swift-property-based"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],

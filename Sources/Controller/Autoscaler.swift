@@ -2,33 +2,8 @@ import DeploymentStore
 import Foundation
 import InferenceCore
 import Logging
+import Routing
 import ServiceLifecycle
-
-/// Traffic as the gateway sees it; the autoscaler's input. One protocol so the controller does not depend
-/// on the gateway.
-public protocol TrafficSource: Sendable {
-    func traffic(deploymentId: String) -> TrafficSnapshot
-    /// Requests a replica is still serving: scale-down waits for this to reach zero.
-    func inFlight(replicaId: String) -> Int
-}
-
-public struct TrafficSnapshot: Sendable {
-    /// Arrivals per second over the rate window.
-    public var requestsPerSecond: Double
-    /// Arrivals per second over the last couple of seconds.
-    public var burstRequestsPerSecond: Double
-    public var p95Ms: Double
-    public var inFlight: Int
-    public var lastRequestAt: Date?
-
-    public init(requestsPerSecond: Double, burstRequestsPerSecond: Double = 0, p95Ms: Double, inFlight: Int, lastRequestAt: Date?) {
-        self.requestsPerSecond = requestsPerSecond
-        self.burstRequestsPerSecond = burstRequestsPerSecond
-        self.p95Ms = p95Ms
-        self.inFlight = inFlight
-        self.lastRequestAt = lastRequestAt
-    }
-}
 
 /// What the autoscaler acts on: the controller, or a stand-in in unit tests.
 public protocol ReplicaFleet: Sendable {

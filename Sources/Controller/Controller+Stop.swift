@@ -4,6 +4,7 @@ import InferenceCore
 import Logging
 import ModelHub
 import Replicas
+import Routing
 import Synchronization
 
 extension Controller {
@@ -175,3 +176,5 @@ extension Controller {
         profile.devices.filter { !devicesInUse.contains($0) }.count
     }
 }
+
+extension Controller: FleetCommands {}

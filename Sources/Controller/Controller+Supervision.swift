@@ -4,6 +4,7 @@ import InferenceCore
 import Logging
 import ModelHub
 import Replicas
+import Routing
 
 extension Controller {
     // MARK: Process supervision

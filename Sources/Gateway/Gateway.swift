@@ -1,5 +1,4 @@
 import AsyncHTTPClient
-import Controller
 import DeploymentStore
 import Foundation
 import HTTPTypes
@@ -8,6 +7,7 @@ import InferenceCore
 import NIOCore
 import NIOHTTP1
 import Synchronization
+import Routing
 
 /// The gateway's knobs.
 public struct GatewayConfiguration: Sendable {
@@ -41,7 +41,7 @@ public final class Gateway: Sendable {
     let store: DeploymentStore
     let authenticator: Authenticator
     let routes: RouteTable
-    let controller: Controller
+    let fleet: any FleetCommands
     let client: HTTPClient
     let background: BackgroundRequests
     let configuration: GatewayConfiguration
@@ -56,13 +56,13 @@ public final class Gateway: Sendable {
     let shuttingDown = Mutex(false)
 
     public init(
-        store: DeploymentStore, authenticator: Authenticator, controller: Controller, client: HTTPClient,
+        store: DeploymentStore, authenticator: Authenticator, routes: RouteTable, fleet: any FleetCommands, client: HTTPClient,
         background: BackgroundRequests, stats: GatewayStats = GatewayStats(), configuration: GatewayConfiguration = .init()
     ) {
         self.store = store
         self.authenticator = authenticator
-        self.routes = controller.routes
-        self.controller = controller
+        self.routes = routes
+        self.fleet = fleet
         self.client = client
         self.background = background
         self.stats = stats
@@ -197,7 +197,7 @@ public final class Gateway: Sendable {
             // A caller that has gone gives its place in the queue back at once.
             guard callerConnected() else { throw CancellationError() }
             guard let route = routes.route(deploymentId) else {
-                // Not yet published (a deployment created a moment ago): wait for the controller.
+                // Not yet published (a deployment created a moment ago): wait for the fleet to publish it.
                 if ContinuousClock.now > deadline { throw OpenAIError.modelNotFound(deploymentId) }
                 await routes.waitForChange(deploymentId, upTo: .milliseconds(500))
                 try Task.checkCancellation()
@@ -206,7 +206,7 @@ public final class Gateway: Sendable {
             switch route.status {
             case .stopped: throw Self.stopped(deploymentId)
             case .paused:
-                try await controller.resumeDeployment(id: deploymentId)
+                try await fleet.resumeDeployment(id: deploymentId)
             case .failed:
                 throw OpenAIError(.serviceUnavailable, "Deployment '\(deploymentId)' has failed and has no replica to serve it: \(route.reason ?? "see its replicas' fail_reason")", type: "server_error", code: "deployment_failed")
             default: break

@@ -1,5 +1,4 @@
 import AsyncHTTPClient
-import Controller
 import DeploymentStore
 import Foundation
 import HTTPTypes
@@ -8,6 +7,7 @@ import InferenceCore
 import Logging
 import NIOCore
 import NIOHTTP1
+import Routing
 
 extension Gateway {
     func upstreamRequest(_ endpoint: RouteTable.Endpoint, path: String, body: ByteBuffer) -> HTTPClientRequest {
@@ -96,7 +96,7 @@ extension Gateway {
         picker.release(endpoint.replicaId)
         stats.end(deploymentId: deploymentId, replicaId: endpoint.replicaId, latency: ContinuousClock.now - since, failed: true)
         picker.markSuspect(endpoint.replicaId)
-        controller.reportSuspect(replicaId: endpoint.replicaId, reason: why)
+        fleet.reportSuspect(replicaId: endpoint.replicaId, reason: why)
         return "replica \(endpoint.replicaId): \(why)"
     }
 

@@ -1,10 +1,10 @@
-import Controller
 import DeploymentStore
 import Foundation
 import HTTPTypes
 import Hummingbird
 import InferenceCore
 import NIOCore
+import Routing
 
 extension Gateway {
     // MARK: Other routes

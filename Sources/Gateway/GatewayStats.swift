@@ -1,7 +1,7 @@
-import Controller
 import Foundation
 import Histogram
 import Synchronization
+import Routing
 
 /// A deployment's (or replica's) traffic over a sliding window: the autoscaler's input and `/metrics`.
 public struct WindowStats: Sendable, Equatable {

@@ -1,6 +1,6 @@
-import Controller
 import Foundation
 import Synchronization
+import Routing
 
 /// Chooses a replica per request: the one with the fewest outstanding requests (ties broken at random),
 /// skipping replicas that recently failed a request. Up to `fullScanLimit` replicas every one is looked

@@ -75,7 +75,7 @@ public enum LyceumServer {
         gatewayConfig.maxStoredResultsPerOrg = config.orgQuota.maxStoredResults
         gatewayConfig.maxStoredResultBytesPerOrg = config.orgQuota.maxStoredResultBytes
         let gateway = Gateway(
-            store: store, authenticator: authenticator, controller: controller, client: httpClient, background: background,
+            store: store, authenticator: authenticator, routes: controller.routes, fleet: controller, client: httpClient, background: background,
             configuration: gatewayConfig)
         gateway.add(to: router)
         await controller.setTraffic(gateway.stats)

@@ -1,5 +1,6 @@
-import Controller
+
 import Foundation
+import Routing
 import Testing
 @testable import Gateway
 

@@ -1,4 +1,4 @@
-@testable import Controller
+@testable import Routing
 import InferenceCore
 import Testing
 

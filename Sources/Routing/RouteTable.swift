@@ -27,6 +27,13 @@ public final class RouteTable: Sendable {
         public var endpoints: [Endpoint]
         /// Why no replica is ready, when none is (waiting for devices, crash-looping, ...).
         public var reason: String?
+
+        public init(orgId: String, status: DeploymentStatus, endpoints: [Endpoint], reason: String?) {
+            self.orgId = orgId
+            self.status = status
+            self.endpoints = endpoints
+            self.reason = reason
+        }
     }
 
     private let routes = Mutex<[String: Route]>([:])
