@@ -4,6 +4,7 @@ import InferenceCore
 import Logging
 import Routing
 import ServiceLifecycle
+import Synchronization
 
 /// What the autoscaler acts on: the controller, or a stand-in in unit tests.
 public protocol ReplicaFleet: Sendable {
@@ -36,6 +37,10 @@ public struct AutoscalerConfiguration: Sendable {
     public var interval: Duration = .seconds(5)
     /// A deployment with no request for this long is paused (scaled to zero).
     public var idleTimeout: Duration = .seconds(3600)
+    /// After a scale-up, how long latency waits for the new replicas to take effect before asking for more.
+    public var settle: Duration = .seconds(15)
+    /// The band around the rate target within which the count does not change.
+    public var tolerance = 0.1
 
     public init() {}
 }
@@ -51,6 +56,11 @@ public actor Autoscaler: Service {
     var stabilisers: [String: Stabiliser] = [:]
     /// When each deployment's short window last led a decision.
     var lastBurst: [String: ContinuousClock.Instant] = [:]
+    /// Each deployment's last change: when, and whether it was up.
+    var lastChange: [String: (at: ContinuousClock.Instant, up: Bool)] = [:]
+    /// Reversals within one stabilisation window (a scale-up soon undone, or the other way), per deployment:
+    /// what `/metrics` reports as flaps.
+    nonisolated let flaps = Mutex<[String: Int]>([:])
 
     public init(
         store: DeploymentStore, fleet: any ReplicaFleet, traffic: any TrafficSource, configuration: AutoscalerConfiguration,
@@ -88,17 +98,22 @@ public actor Autoscaler: Service {
             let idle = now.timeIntervalSince(lastActivity)
             if t.inFlight == 0, idle >= configuration.idleTimeout.seconds {
                 stabilisers[deployment.id] = nil
+                lastChange[deployment.id] = nil
                 lastBurst[deployment.id] = nil
                 try await fleet.pauseDeployment(id: deployment.id, reason: "paused after \(Int(idle)) s without requests")
                 continue
             }
             let (ready, starting) = await fleet.replicaCounts(deploymentId: deployment.id)
-            let recommendation = recommendReplicas(
-                ScalingInput(
-                    requestsPerSecond: t.requestsPerSecond, burstRequestsPerSecond: t.burstRequestsPerSecond,
-                    inBurst: lastBurst[deployment.id].map { instant - $0 < .seconds(deployment.stabilisationWindow) } ?? false, p95Ms: t.p95Ms, inFlight: t.inFlight, ready: ready, starting: starting,
-                    minReplicas: deployment.minReplicas, maxReplicas: deployment.maxReplicas, targetRps: deployment.targetRps,
-                    targetLatencyP95Ms: deployment.targetLatencyP95Ms))
+            var input = ScalingInput(
+                requestsPerSecond: t.requestsPerSecond, burstRequestsPerSecond: t.burstRequestsPerSecond,
+                inBurst: lastBurst[deployment.id].map { instant - $0 < .seconds(deployment.stabilisationWindow) } ?? false, p95Ms: t.p95Ms,
+                inFlight: t.inFlight, ready: ready, starting: starting, minReplicas: deployment.minReplicas,
+                maxReplicas: deployment.maxReplicas, targetRps: deployment.targetRps, targetLatencyP95Ms: deployment.targetLatencyP95Ms)
+            input.recentP95Ms = t.recentP95Ms
+            input.sinceLastScaleUp = lastChange[deployment.id].flatMap { $0.up ? (instant - $0.at).seconds : nil }
+            input.settleSeconds = configuration.settle.seconds
+            input.tolerance = configuration.tolerance
+            let recommendation = recommendReplicas(input)
             if recommendation.burst { lastBurst[deployment.id] = instant }
             let desired = stabilisers[deployment.id, default: Stabiliser()].decide(
                 recommendation.replicas, current: deployment.desiredReplicas, now: instant,
@@ -108,10 +123,29 @@ public actor Autoscaler: Service {
             guard let updated = try await store.updateDeployment(id: deployment.id, { d in
                 if d.status == .running || d.status == .provisioning { d.desiredReplicas = desired }
             }), updated.desiredReplicas == desired else { continue }
-            let message = "scaled \(deployment.desiredReplicas) -> \(desired): \(recommendation.reason)"
+            let up = desired > deployment.desiredReplicas
+            if let last = lastChange[deployment.id], last.up != up, instant - last.at < .seconds(deployment.stabilisationWindow) {
+                flaps.withLock { $0[deployment.id, default: 0] += 1 }
+            }
+            lastChange[deployment.id] = (instant, up)
+            // Every decision names the signals it used.
+            let signals = String(
+                format: "rate %.1f req/s (burst %.1f), p95 %.0f ms (recent %.0f ms), ", t.requestsPerSecond, t.burstRequestsPerSecond, t.p95Ms,
+                t.recentP95Ms ?? t.p95Ms) + "\(ready) ready, \(starting) starting, \(t.inFlight) in flight"
+            let message = "scaled \(deployment.desiredReplicas) -> \(desired): \(recommendation.reason) [\(signals)]"
             try await store.addEvent(deploymentId: deployment.id, kind: "scaled", message: message)
             logger.info("scaled", metadata: ["deployment.id": "\(deployment.id)", "reason": "\(message)"])
             fleet.poke(deploymentId: deployment.id)
         }
+    }
+}
+
+extension Autoscaler {
+    /// Prometheus text for the autoscaler's own series: flaps per deployment.
+    public nonisolated func metrics() -> String {
+        let counts = flaps.withLock { $0 }
+        var out = "# HELP lyceum_autoscaler_flaps_total Scaling reversals within one stabilisation window.\n# TYPE lyceum_autoscaler_flaps_total counter\n"
+        for (id, n) in counts.sorted(by: { $0.key < $1.key }) { out += "lyceum_autoscaler_flaps_total{deployment=\"\(id)\"} \(n)\n" }
+        return out
     }
 }

@@ -383,20 +383,16 @@ extension Controller {
     /// (three tries, 100 ms apart), never dropped in silence; nil only when every try failed.
     @discardableResult
     func persist<T: Sendable>(_ what: String, _ body: () async throws -> T) async -> T? {
-        for attempt in 1...3 {
-            do {
-                return try await body()
-            } catch {
-                logger.error("store write failed", metadata: ["store.operation": "\(what)", "attempt": "\(attempt)", "error": "\(error)"])
-                if attempt < 3 { try? await Task.sleep(for: .milliseconds(100)) }
-            }
-        }
-        return nil
+        await retrying(what, body)
     }
 
     /// `persist` for reads and updates that answer an optional record: nil when absent or when every try failed.
     @discardableResult
     func persist<T: Sendable>(_ what: String, _ body: () async throws -> T?) async -> T? {
+        await retrying(what, body) ?? nil
+    }
+
+    private func retrying<T: Sendable>(_ what: String, _ body: () async throws -> T) async -> T? {
         for attempt in 1...3 {
             do {
                 return try await body()

@@ -23,6 +23,9 @@ public struct GatewayConfiguration: Sendable {
     /// Requests one organisation may have in flight at once; beyond it, 429. One tenant cannot take the
     /// gateway's memory and every replica slot from the others.
     public var maxInFlightPerOrg = 512
+    /// Request-body bytes one organisation may have in flight at once (abandoned large requests cannot pile up
+    /// in the gateway's memory); beyond it, 429.
+    public var maxInFlightBytesPerOrg = 256 << 20
     /// Stored `X-Timeout-S` results one organisation may hold (count and bytes); beyond them, 429.
     public var maxStoredResultsPerOrg = 1000
     public var maxStoredResultBytesPerOrg = 64 << 20
@@ -51,7 +54,7 @@ public final class Gateway: Sendable {
     /// When stored request results were last pruned (they are kept 24 hours, at least the promised hour).
     let lastPrune = Mutex(ContinuousClock.now)
     /// Requests in flight per organisation, for `maxInFlightPerOrg`.
-    let orgInFlight = Mutex<[String: Int]>([:])
+    let orgInFlight = Mutex<[String: (requests: Int, bytes: Int)]>([:])
     /// Set on SIGTERM: waiting requests are answered 503 at once, new ones too.
     let shuttingDown = Mutex(false)
 
@@ -134,7 +137,7 @@ public final class Gateway: Sendable {
             throw OpenAIError.badRequest("'prompt' is a required property", param: "prompt")
         }
         try await checkAccess(deploymentId, caller: caller)
-        let admission = try admit(orgId: caller.orgId)
+        let admission = try admit(orgId: caller.orgId, bytes: body.readableBytes)
         defer { admission.leave() }
         // Engines serve the deployment id as the model name; rewrite only when the caller used another name.
         if (object["model"] as? String) != deploymentId {

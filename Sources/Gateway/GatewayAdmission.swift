@@ -25,23 +25,25 @@ final class OrgAdmission: Sendable {
 }
 
 extension Gateway {
-    /// Counts a request against its organisation's in-flight limit, or refuses it with a 429.
-    func admit(orgId: String) throws -> OrgAdmission {
-        let limit = configuration.maxInFlightPerOrg
-        let admitted = orgInFlight.withLock { counts -> Bool in
-            guard counts[orgId, default: 0] < limit else { return false }
-            counts[orgId, default: 0] += 1
-            return true
+    /// Counts a request (and its body's bytes) against its organisation's in-flight limits, or refuses it with a 429.
+    func admit(orgId: String, bytes: Int) throws -> OrgAdmission {
+        let (limit, byteLimit) = (configuration.maxInFlightPerOrg, configuration.maxInFlightBytesPerOrg)
+        let refusal = orgInFlight.withLock { counts -> String? in
+            let held = counts[orgId] ?? (0, 0)
+            if held.requests >= limit { return "\(limit) requests in flight, the most allowed at once" }
+            if held.bytes > 0, held.bytes + bytes > byteLimit { return "\(held.bytes >> 20) MiB of requests in flight, near its limit of \(byteLimit >> 20) MiB" }
+            counts[orgId] = (held.requests + 1, held.bytes + bytes)
+            return nil
         }
-        guard admitted else {
+        if let refusal {
             throw OpenAIError(
-                .tooManyRequests, "Your organisation already has \(limit) requests in flight, the most allowed at once; retry when some finish.",
+                .tooManyRequests, "Your organisation already has \(refusal); retry when some finish.",
                 type: "rate_limit_error", code: "org_concurrency_limit", retryAfter: 1)
         }
         return OrgAdmission { [self] in
             orgInFlight.withLock { c in
-                let n = c[orgId, default: 1] - 1
-                c[orgId] = n > 0 ? n : nil
+                let held = c[orgId] ?? (1, bytes)
+                c[orgId] = held.requests > 1 ? (held.requests - 1, max(0, held.bytes - bytes)) : nil
             }
         }
     }

@@ -39,7 +39,7 @@ extension Gateway {
         guard deploymentId.isPlausibleIdentifier else { throw OpenAIError.modelNotFound(named ?? "") }
         let translated = try AnthropicTranslation.chatRequest(fromMessages: data, model: deploymentId)
         try await checkAccess(deploymentId, caller: caller)
-        let admission = try admit(orgId: caller.orgId)
+        let admission = try admit(orgId: caller.orgId, bytes: raw.readableBytes)
         defer { admission.leave() }
         let body = ByteBuffer(bytes: translated.body)
         let model = named ?? deploymentId

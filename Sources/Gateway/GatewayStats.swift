@@ -11,6 +11,8 @@ public struct WindowStats: Sendable, Equatable {
     public var burstRequestsPerSecond: Double
     public var p50Ms: Double
     public var p95Ms: Double
+    /// p95 over the current and the previous ten-second slot: what latency looks like now.
+    public var recentP95Ms: Double = 0
     public var p99Ms: Double
     public var inFlight: Int
     public var errors: Int
@@ -102,11 +104,17 @@ public final class GatewayStats: Sendable {
             for (h, stamp) in histogramStamps.enumerated() where stamp > slot - histograms.count && stamp <= slot {
                 merged.add(histograms[h])
             }
+            var recent = Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .two)
+            for (h, stamp) in histogramStamps.enumerated() where stamp >= slot - 1 && stamp <= slot {
+                recent.add(histograms[h])
+            }
             let ms = { (p: Double) in merged.totalCount == 0 ? 0 : Double(merged.valueAtPercentile(p)) / 1000 }
-            return WindowStats(
+            var stats = WindowStats(
                 requestsPerSecond: arrivalRate(now: second, seconds: rateSeconds),
                 burstRequestsPerSecond: arrivalRate(now: second, seconds: burstSeconds), p50Ms: ms(50), p95Ms: ms(95), p99Ms: ms(99),
                 inFlight: inFlight, errors: errorCount, requests: requests)
+            stats.recentP95Ms = recent.totalCount == 0 ? 0 : Double(recent.valueAtPercentile(95)) / 1000
+            return stats
         }
     }
 
@@ -223,8 +231,10 @@ extension GatewayStats: TrafficSource {
     public func traffic(deploymentId: String) -> TrafficSnapshot {
         let w = window(deploymentId: deploymentId)
         let last = state.withLock { $0.lastRequestAt[deploymentId] }
-        return TrafficSnapshot(
+        var snapshot = TrafficSnapshot(
             requestsPerSecond: w.requestsPerSecond, burstRequestsPerSecond: w.burstRequestsPerSecond, p95Ms: w.p95Ms, inFlight: w.inFlight, lastRequestAt: last)
+        snapshot.recentP95Ms = w.recentP95Ms
+        return snapshot
     }
 
     public func inFlight(replicaId: String) -> Int {

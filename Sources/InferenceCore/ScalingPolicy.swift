@@ -20,6 +20,16 @@ public struct ScalingInput: Sendable, Equatable {
     public var maxReplicas: Int
     public var targetRps: Double
     public var targetLatencyP95Ms: Double
+    /// p95 over the last seconds (10 to 20 s): the latency scale-up acts on. The long window's p95 keeps
+    /// reporting a cold start's latencies for a minute after capacity arrived; nil falls back to it.
+    public var recentP95Ms: Double?
+    /// Seconds since this deployment last scaled up (nil: never).
+    public var sinceLastScaleUp: Double?
+    /// How long a scale-up gets to take effect before latency may ask for more.
+    public var settleSeconds: Double = 0
+    /// No change while demand is within this fraction of the current capacity's target (the Kubernetes
+    /// HPA's 10%), so noise around a replica boundary does not flap.
+    public var tolerance: Double = 0.1
 
     public init(
         requestsPerSecond: Double, burstRequestsPerSecond: Double = 0, inBurst: Bool = false, p95Ms: Double, inFlight: Int, ready: Int, starting: Int, minReplicas: Int,
@@ -62,6 +72,14 @@ public func recommendReplicas(_ input: ScalingInput) -> ScalingRecommendation {
     let replicasFor = { (rps: Double) in input.targetRps > 0 ? saturatingInt((rps / input.targetRps).rounded(.up)) : 0 }
     var want = replicasFor(input.requestsPerSecond)
     var reason = String(format: "%.1f req/s against %g req/s per replica", input.requestsPerSecond, input.targetRps)
+    if capacity > 0, input.targetRps > 0 {
+        let ratio = input.requestsPerSecond / (Double(capacity) * input.targetRps)
+        if ratio.isFinite, abs(ratio - 1) <= input.tolerance, want != capacity {
+            want = capacity
+            reason = String(format: "%.1f req/s is within %.0f%% of the target", input.requestsPerSecond, input.tolerance * 100)
+                + " of \(capacity) replica\(capacity == 1 ? "" : "s"); holding"
+        }
+    }
     let byBurst = replicasFor(input.burstRequestsPerSecond)
     var burst = false
     if byBurst > want, byBurst >= saturatingAdd(max(1, capacity), max(1, capacity)) || (input.inBurst && byBurst > capacity) {
@@ -69,9 +87,19 @@ public func recommendReplicas(_ input: ScalingInput) -> ScalingRecommendation {
         burst = true
         reason = String(format: "burst of %.1f req/s against %g req/s per replica", input.burstRequestsPerSecond, input.targetRps)
     }
-    if input.requestsPerSecond > 0 || input.inFlight > 0, input.p95Ms > input.targetLatencyP95Ms, saturatingAdd(capacity, 1) > want {
-        want = saturatingAdd(capacity, 1)
-        reason = String(format: "p95 latency %.0f ms over the %g ms target", input.p95Ms, input.targetLatencyP95Ms)
+    let latency = input.recentP95Ms ?? input.p95Ms
+    if input.requestsPerSecond > 0 || input.inFlight > 0, latency > input.targetLatencyP95Ms, saturatingAdd(capacity, 1) > want {
+        // No wind-up: replicas already asked for are capacity on its way; wait for them, and for the last
+        // scale-up to settle, before latency asks for more.
+        if input.starting > 0 {
+            reason += String(format: "; p95 %.0f ms is over the %g ms target", latency, input.targetLatencyP95Ms)
+                + ", waiting for \(input.starting) starting replica\(input.starting == 1 ? "" : "s")"
+        } else if let since = input.sinceLastScaleUp, since < input.settleSeconds {
+            reason += String(format: "; p95 %.0f ms is over the %g ms target, letting the last scale-up settle (%.0f of %.0f s)", latency, input.targetLatencyP95Ms, since, input.settleSeconds)
+        } else {
+            want = saturatingAdd(capacity, 1)
+            reason = String(format: "p95 latency %.0f ms over the %g ms target", latency, input.targetLatencyP95Ms)
+        }
     }
     let ceiling = saturatingAdd(max(1, capacity), max(1, capacity))
     if want > ceiling {

@@ -36,7 +36,7 @@ struct APIClient {
         }
         let response: HTTPClientResponse
         do {
-            response = try await HTTPClient.shared.execute(request, timeout: timeout)
+            response = try await Self.http.execute(request, timeout: timeout)
         } catch {
             throw CLIFailure(Self.unreachable(base, error))
         }
@@ -58,6 +58,15 @@ struct APIClient {
             throw CLIFailure("unexpected answer from the server: \(error)")
         }
     }
+
+    /// The CLI's HTTP client: a refused or unreachable server is reported within seconds, not retried until the
+    /// request's deadline (async-http-client's default for servers, which a person at a terminal should not wait for).
+    static let http: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.timeout.connect = .seconds(5)
+        configuration.connectionPool.retryConnectionEstablishment = false
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }()
 
     /// One plain sentence for a server that cannot be reached, naming the URL and what to check.
     static func unreachable(_ url: String, _ error: any Error) -> String {

@@ -36,7 +36,7 @@ struct Chat: AsyncParsableCommand {
         request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: body)))
         let response: HTTPClientResponse
         do {
-            response = try await HTTPClient.shared.execute(request, timeout: .seconds(Int64(timeout)))
+            response = try await APIClient.http.execute(request, timeout: .seconds(Int64(timeout)))
         } catch {
             throw CLIFailure(APIClient.unreachable(api.dataPlaneURL, error))
         }

@@ -72,6 +72,7 @@ public enum LyceumServer {
         var gatewayConfig = GatewayConfiguration()
         gatewayConfig.waitQueueLimit = config.waitQueueLimit
         gatewayConfig.maxInFlightPerOrg = config.orgQuota.maxRequestsInFlight
+        gatewayConfig.maxInFlightBytesPerOrg = config.orgQuota.maxRequestBytesInFlight
         gatewayConfig.maxStoredResultsPerOrg = config.orgQuota.maxStoredResults
         gatewayConfig.maxStoredResultBytesPerOrg = config.orgQuota.maxStoredResultBytes
         let gateway = Gateway(
@@ -82,6 +83,8 @@ public enum LyceumServer {
         var autoscalerConfig = AutoscalerConfiguration()
         autoscalerConfig.interval = config.autoscaleInterval
         autoscalerConfig.idleTimeout = config.idleTimeout
+        autoscalerConfig.settle = config.scaleUpSettle
+        autoscalerConfig.tolerance = config.scaleTolerance
         let autoscaler = Autoscaler(store: store, fleet: controller, traffic: gateway.stats, configuration: autoscalerConfig, logger: logger)
         let metricsNeedKey = config.metricsNeedKey
         router.get("metrics") { request, _ in
@@ -95,7 +98,7 @@ public enum LyceumServer {
             }
             return Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
-                body: .init(byteBuffer: ByteBuffer(string: gateway.metrics())))
+                body: .init(byteBuffer: ByteBuffer(string: gateway.metrics() + autoscaler.metrics())))
         }
 
         let dataDir = config.dataDir

@@ -37,6 +37,9 @@ public struct ServerConfiguration: Sendable {
     public var metricsAuth: Bool?
     /// SIGTERM to exit, whatever is in flight: below systemd's 90 s stop timeout.
     public var shutdownTimeout: Duration = .seconds(30)
+    /// After a scale-up, how long latency waits before asking for more; the tolerance band around the rate target.
+    public var scaleUpSettle: Duration = .seconds(15)
+    public var scaleTolerance = 0.1
     /// Client connections held at once; beyond it new ones wait in the accept queue.
     public var maxConnections = 8192
     /// A new connection's first request head must arrive within this.
@@ -84,6 +87,8 @@ public struct ServerConfiguration: Sendable {
         var allowLocalModels: Bool?
         var localModelDirs: [String]?
         var metricsAuth: Bool?
+        var scaleUpSettleS: Double?
+        var scaleTolerance: Double?
         var shutdownTimeoutS: Double?
         var maxConnections: Int?
         var headerTimeoutS: Double?
@@ -135,6 +140,11 @@ public struct ServerConfiguration: Sendable {
         if let v = file.allowLocalModels { config.allowLocalModels = v }
         if let v = file.localModelDirs { config.localModelDirs = v.map { ($0 as NSString).expandingTildeInPath } }
         if let v = file.metricsAuth { config.metricsAuth = v }
+        if let v = file.scaleUpSettleS { config.scaleUpSettle = try seconds(v, "scale_up_settle_s") }
+        if let v = file.scaleTolerance {
+            guard v.isFinite, (0...0.5).contains(v) else { throw ConfigurationError("scale_tolerance must be between 0 and 0.5, not \(v)") }
+            config.scaleTolerance = v
+        }
         if let v = file.shutdownTimeoutS { config.shutdownTimeout = try seconds(v, "shutdown_timeout_s") }
         if let v = file.maxConnections { config.maxConnections = min(max(16, v), 1_000_000) }
         if let v = file.headerTimeoutS { config.headerTimeout = try seconds(v, "header_timeout_s") }

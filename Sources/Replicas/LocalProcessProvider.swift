@@ -143,7 +143,9 @@ public func freeLoopbackPort() throws -> Int {
     return Int(UInt16(bigEndian: addr.sin_port))
 }
 
-/// The last `maxLines` lines of a log file, for `fail_reason` and the replica logs endpoint.
+/// The last `maxLines` lines of a log file, for `fail_reason` and the replica logs endpoint. Lines in which an
+/// engine quotes the bytes of the file it was given (llama.cpp's "invalid magic characters: '...'") are left
+/// out, and control characters replaced: a model path must never become a way to read a file back.
 public func logTail(path: String, maxLines: Int = 50, maxBytes: Int = 64 * 1024) -> String {
     guard let handle = FileHandle(forReadingAtPath: path) else { return "" }
     defer { try? handle.close() }
@@ -152,5 +154,13 @@ public func logTail(path: String, maxLines: Int = 50, maxBytes: Int = 64 * 1024)
     try? handle.seek(toOffset: start)
     let data = (try? handle.readToEnd()) ?? Data()
     let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-    return text.split(separator: "\n", omittingEmptySubsequences: false).suffix(maxLines).joined(separator: "\n")
+    return text.split(separator: "\n", omittingEmptySubsequences: false).suffix(maxLines).map(redactingFileBytes).joined(separator: "\n")
+}
+
+/// One log line, safe to show: a line quoting a model file's magic bytes is replaced, control characters become '?'.
+func redactingFileBytes(_ line: Substring) -> String {
+    if line.localizedCaseInsensitiveContains("magic") {
+        return "[a line quoting the model file's first bytes was left out]"
+    }
+    return String(String.UnicodeScalarView(line.unicodeScalars.map { $0.properties.generalCategory == .control && $0 != "\t" ? "?" : $0 }))
 }

@@ -14,6 +14,8 @@ public struct TrafficSnapshot: Sendable {
     /// Arrivals per second over the last couple of seconds.
     public var burstRequestsPerSecond: Double
     public var p95Ms: Double
+    /// p95 over the last ten to twenty seconds (nil where the source has none).
+    public var recentP95Ms: Double?
     public var inFlight: Int
     public var lastRequestAt: Date?
 

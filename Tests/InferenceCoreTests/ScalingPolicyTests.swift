@@ -26,7 +26,9 @@ struct ScalingPolicyTests {
     func coldStart() {
         #expect(recommendReplicas(input(rps: 100, ready: 1)).replicas == 2)
         #expect(recommendReplicas(input(rps: 100, ready: 1, starting: 3)).replicas == 8)
-        #expect(recommendReplicas(input(rps: 5, p95: 900, ready: 1, starting: 1)).replicas == 3)
+        let waiting = recommendReplicas(input(rps: 5, p95: 900, ready: 1, starting: 1))
+        #expect(waiting.replicas == 1, "latency does not ask for more while replicas are starting")
+        #expect(waiting.reason.contains("waiting for 1 starting replica"))
     }
 
     @Test("a burst asking for at least twice the capacity is followed at once; smaller ones wait for the rate window")
@@ -78,5 +80,38 @@ struct StabiliserTests {
         }
         #expect(actions <= 1, "scaled \(actions) times under steady load")
         #expect(current == 3)
+    }
+
+    /// The recorded wind-up: after a burst decision, p95 over target added a replica every second
+    /// while the replicas already asked for were starting (3 -> 4 -> ... -> 8).
+    @Test("no wind-up: latency waits for starting replicas and for the last scale-up to settle")
+    func noWindUp() {
+        func decision(ready: Int, starting: Int, since: Double?, recent: Double) -> ScalingRecommendation {
+            var i = ScalingInput(requestsPerSecond: 30, p95Ms: 3113, inFlight: 8, ready: ready, starting: starting, minReplicas: 1, maxReplicas: 8, targetRps: 12, targetLatencyP95Ms: 1500)
+            i.recentP95Ms = recent
+            i.sinceLastScaleUp = since
+            i.settleSeconds = 15
+            return recommendReplicas(i)
+        }
+        for second in 1...6 {
+            #expect(decision(ready: 3, starting: 1, since: Double(second), recent: 1532 + Double(second) * 200).replicas <= 4)
+        }
+        #expect(decision(ready: 4, starting: 0, since: 8, recent: 1900).replicas <= 4, "settling")
+        #expect(decision(ready: 4, starting: 0, since: 20, recent: 1900).replicas == 5, "still slow once settled: one more")
+        #expect(decision(ready: 4, starting: 0, since: 20, recent: 400).replicas < 5, "the minute-old p95 no longer drives scale-up")
+    }
+
+    /// The recorded flapping around 35 req/s against 12 per replica: 3 -> 4 (36.3), 4 -> 3 (35.3), 3 -> 4 (36.6).
+    @Test("hysteresis: demand within 10% of the current capacity's target holds the count")
+    func noFlapping() {
+        func at(_ rps: Double, ready: Int) -> Int {
+            recommendReplicas(ScalingInput(requestsPerSecond: rps, p95Ms: 300, inFlight: 4, ready: ready, starting: 0, minReplicas: 1, maxReplicas: 8, targetRps: 12, targetLatencyP95Ms: 1500)).replicas
+        }
+        #expect(at(36.3, ready: 3) == 3)
+        #expect(at(36.6, ready: 3) == 3)
+        #expect(at(35.3, ready: 3) == 3)
+        #expect(at(40, ready: 3) == 4, "beyond the band it scales")
+        #expect(at(25, ready: 3) == 3, "a ratio of 0.69 asks for ceil(25/12) = 3")
+        #expect(at(20, ready: 3) == 2)
     }
 }

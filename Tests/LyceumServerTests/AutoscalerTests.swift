@@ -91,8 +91,9 @@ struct AutoscalerServiceTests {
         try await rig.run(rps: 0, seconds: 15)
         #expect(try await rig.desired == 1)
         let events = try await rig.scaledEvents()
-        #expect(events.first == "scaled 1 -> 2: burst of 12.5 req/s against 10 req/s per replica")
-        #expect(events.last?.hasSuffix("-> 1: 0.0 req/s against 10 req/s per replica (raised to min_replicas 1)") == true, "\(events)")
+        #expect(events.first?.hasPrefix("scaled 1 -> 2: burst of 12.5 req/s against 10 req/s per replica [rate 8.5 req/s (burst 12.5), p95 50 ms") == true, "\(events)")
+        #expect(events.last?.contains("-> 1: 0.0 req/s against 10 req/s per replica (raised to min_replicas 1) [rate 0.0 req/s") == true, "\(events)")
+        #expect(events.allSatisfy { $0.contains("ready,") && $0.contains("starting,") }, "every decision names the signals it used")
         #expect(events.count <= 4, "\(events)")
     }
 

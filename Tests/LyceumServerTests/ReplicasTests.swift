@@ -83,4 +83,15 @@ struct ReplicasTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         #expect(logTail(path: dir, maxLines: 3) == "line 98\nline 99\nline 100")
     }
+
+    @Test("a log tail never quotes a model file's bytes back, nor control characters")
+    func logTailRedacts() throws {
+        let path = NSTemporaryDirectory() + "lyceum-log-" + UUID().uuidString
+        let lines = ["loading model", "gguf_init_from_file_impl: invalid magic characters: 'root', expected 'GGUF'", "bell\u{7} here"]
+        try Data(lines.joined(separator: "\n").utf8).write(to: URL(fileURLWithPath: path))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let tail = logTail(path: path)
+        #expect(!tail.contains("root") && tail.contains("left out"))
+        #expect(tail.hasSuffix("bell? here"))
+    }
 }

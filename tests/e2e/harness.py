@@ -166,6 +166,19 @@ class Server:
 import pytest  # noqa: E402
 
 
+def serve_module(tmp_path_factory, name, config=None):
+    """One server for a whole test module (use with `yield from` in a module-scoped fixture), cleaned up like
+    start_server: SIGTERM, then no engine process may be left."""
+    server = Server(tmp_path_factory.mktemp(name) / "data", config=config)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.terminate()
+        leftovers = server.reap_leftovers()
+    assert not leftovers, f"engine processes outlived their server: {leftovers}"
+
+
 @pytest.fixture
 def start_server(tmp_path):
     """Starts servers for a test; afterwards stops them (SIGTERM) and fails if any engine process outlived them."""

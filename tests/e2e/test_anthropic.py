@@ -12,7 +12,7 @@ import pytest
 import requests
 from anthropic import Anthropic
 
-from harness import Server
+from harness import serve_module
 
 HF_ID = "meta-llama/Llama-3.1-8B-Instruct"
 MISSING = "00000000-0000-0000-0000-000000000000"
@@ -20,15 +20,7 @@ MISSING = "00000000-0000-0000-0000-000000000000"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """One server for the module, cleaned up like harness.start_server: SIGTERM, then no engine process may be left."""
-    server = Server(tmp_path_factory.mktemp("anthropic") / "data")
-    try:
-        server.start()
-        yield server
-    finally:
-        server.terminate()
-        leftovers = server.reap_leftovers()
-    assert not leftovers, f"engine processes outlived their server: {leftovers}"
+    yield from serve_module(tmp_path_factory, "anthropic")
 
 
 @pytest.fixture(scope="module")

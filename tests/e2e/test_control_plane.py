@@ -231,3 +231,14 @@ def test_first_start_writes_a_private_admin_key_and_a_second_server_cannot_share
     server.start()
     assert server.key == open(key_file).read().strip()
     assert server.log_text().count(server.key) == 1, "the admin key is printed once, on the first start only"
+
+
+def test_our_cli_says_in_one_sentence_when_the_server_cannot_be_reached(tmp_path):
+    env = dict(os.environ, HOME=str(tmp_path), LYCEUM_BASE_URL="http://127.0.0.1:9", LYCEUM_API_KEY="lk_x")
+    r = subprocess.run([LYCEUM_BIN, "infer", "deployments"], env=env, capture_output=True, text=True, timeout=60)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert "Cannot reach the lyceum server at http://127.0.0.1:9" in out and "Traceback" not in out
+    assert len(out.strip().splitlines()) <= 2, out
+    version = subprocess.run([LYCEUM_BIN, "--version"], capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0 and version.stdout.strip()

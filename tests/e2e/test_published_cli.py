@@ -17,7 +17,7 @@ import time
 import pytest
 import requests
 
-from harness import API, LYCEUM_BIN, Server, engine_pids, wait_for
+from harness import API, LYCEUM_BIN, engine_pids, serve_module, wait_for
 
 PUBLISHED = [sys.executable, "-P", "-m", "lyceum"]
 VERSION = "1.2.2"
@@ -106,14 +106,7 @@ def published_client(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    server = Server(tmp_path_factory.mktemp("published-cli") / "data", config={"hardware_profiles": [LATE]})
-    try:
-        server.start()
-        yield server
-    finally:
-        server.terminate()
-        leftovers = server.reap_leftovers()
-    assert not leftovers, f"engine processes outlived their server: {leftovers}"
+    yield from serve_module(tmp_path_factory, "published-cli", config={"hardware_profiles": [LATE]})
 
 
 @pytest.fixture(scope="module")
