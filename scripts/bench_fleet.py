@@ -62,7 +62,14 @@ def measure(lyceum, n, idle_s):
         with cf.ThreadPoolExecutor(16) as pool:
             list(pool.map(lambda _: call(url + API + "/inference/create", key, "POST", body), range(n)))
         create_s = time.monotonic() - started
-        time.sleep(15)  # every deployment has had its first pass (replica row, waiting reason)
+        # Settled: every deployment has had its first pass (a replica row waiting for devices, `provisioning`).
+        while True:
+            listed = json.loads(call(url + API + "/inference/list", key, timeout=120))["deployments"]
+            if all(d["status"] == "provisioning" for d in listed) and len(listed) == n:
+                break
+            time.sleep(2)
+        settle_s = time.monotonic() - started
+        time.sleep(5)
         before = cpu_seconds(proc.pid)
         time.sleep(idle_s)
         idle_cpu = (cpu_seconds(proc.pid) - before) / idle_s * 100
@@ -72,8 +79,14 @@ def measure(lyceum, n, idle_s):
             answer = call(url + API + "/inference/list", key)
             lists.append((time.monotonic() - t) * 1000)
         assert len(json.loads(answer)["deployments"]) == n
-        return {"n": n, "create_s": create_s, "idle_cpu": idle_cpu, "list_ms": statistics.median(lists),
-                "list_kib": len(answer) / 1024, "rss": rss_mib(proc.pid)}
+        pages = []
+        for _ in range(5):
+            t = time.monotonic()
+            page = call(url + API + "/inference/list?limit=100", key)
+            pages.append((time.monotonic() - t) * 1000)
+        assert len(json.loads(page)["deployments"]) == min(n, 100)
+        return {"n": n, "create_s": create_s, "settle_s": settle_s, "idle_cpu": idle_cpu, "list_ms": statistics.median(lists),
+                "page_ms": statistics.median(pages), "list_kib": len(answer) / 1024, "rss": rss_mib(proc.pid)}
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -88,12 +101,13 @@ def main():
     rows = [measure(a.lyceum, n, a.idle_s) for n in a.counts]
     print("## Idle fleet cost: `scripts/bench-fleet.sh`\n")
     print("N deployments waiting for devices (a profile without any, so no replica process runs), created through the API;")
-    print(f"then the server's own CPU over {a.idle_s} s with nothing happening, and `GET inference/list` (median of 5, the whole list")
-    print("in one answer). Release build, production intervals (reconcile tick 1 s, full pass 60 s, autoscaler 5 s).\n")
-    print("| deployments | create all (s) | idle CPU (% of one core) | `inference/list` (ms) | list size (KiB) | server RSS (MiB) |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("once every one has had its first pass (a replica row waiting for devices, status `provisioning`), the server's")
+    print(f"own CPU over {a.idle_s} s with nothing happening, and `GET inference/list` (median of 5, the whole list")
+    print("in one answer, and a page of 100). Release build, production intervals (reconcile tick 1 s, full pass 60 s, autoscaler 5 s).\n")
+    print("| deployments | create all (s) | all waiting after (s) | idle CPU (% of one core) | `inference/list`, all (ms) | list size (KiB) | `inference/list?limit=100` (ms) | server RSS (MiB) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['n']:,} | {r['create_s']:.1f} | {r['idle_cpu']:.1f} | {r['list_ms']:.0f} | {r['list_kib']:.0f} | {r['rss']:.0f} |")
+        print(f"| {r['n']:,} | {r['create_s']:.1f} | {r['settle_s']:.1f} | {r['idle_cpu']:.1f} | {r['list_ms']:.0f} | {r['list_kib']:.0f} | {r['page_ms']:.0f} | {r['rss']:.0f} |")
     print(f"\nMachine: {os.cpu_count()} cores, {platform.machine()}, {platform.platform()}. Command: `scripts/bench-fleet.sh`"
           f" (COUNTS=\"{' '.join(map(str, a.counts))}\" IDLE_S={a.idle_s}).")
 

@@ -116,7 +116,10 @@ public struct ControlPlaneRoutes: Sendable {
     func list(_ request: Request, _ context: LyceumRequestContext) async throws -> Response {
         let caller = try context.requireCaller()
         let includeTerminated = try request.uri.queryParameters.flag("include_terminated")
-        let deployments = try await store.deployments(orgId: caller.orgId, includeTerminated: includeTerminated)
+        // Optional pages (newest first): the published client reads the whole list; large fleets page it.
+        let limit = try request.uri.queryParameters.bounded("limit", 1...1000)
+        let offset = try request.uri.queryParameters.bounded("offset", 0...10_000_000) ?? 0
+        let deployments = try await store.deployments(orgId: caller.orgId, includeTerminated: includeTerminated, limit: limit, offset: offset)
         let replicas = try await store.replicas(deploymentIds: deployments.map(\.id))
         let infos = deployments.map { info($0, replicas[$0.id] ?? [], includeTerminated: includeTerminated) }
         return DetailErrorMiddleware.respond(.ok, DeploymentList(deployments: infos))
@@ -301,6 +304,16 @@ extension Parameters {
     func required(_ name: String) throws -> String {
         guard let value = self.get(name), !value.isEmpty else {
             throw ValidationFailure([ValidationIssue(loc: ["query", name], msg: "Field required", type: "missing")])
+        }
+        return value
+    }
+
+    /// An optional integer query parameter within `range`, or a 422 naming it and the bound.
+    func bounded(_ name: String, _ range: ClosedRange<Int>) throws -> Int? {
+        guard let text = self.get(name), !text.isEmpty else { return nil }
+        guard let value = Int(text), range.contains(value) else {
+            throw ValidationFailure([ValidationIssue(
+                loc: ["query", name], msg: "Input should be an integer from \(range.lowerBound) to \(range.upperBound)", type: "int_parsing")])
         }
         return value
     }

@@ -227,26 +227,31 @@ public actor Controller: Service {
         guard all || !ids.isEmpty else { return }
         adminOrgs = try await store.adminOrgIds()
         var deployments: [DeploymentRecord] = []
+        var known: [String: [ReplicaRecord]]?
         if all {
             lastFullPass = ContinuousClock.now
-            deployments = try await store.unstoppedDeployments()
+            deployments = try await store.unstoppedDeployments().filter { $0.status.isActive || $0.status == .failed }
+            // One query for every deployment's replicas, not one per deployment.
+            known = try await store.replicas(deploymentIds: deployments.map(\.id))
         } else {
             for id in ids.sorted() {
                 if let d = try await store.deployment(id: id) { deployments.append(d) }
             }
         }
         for deployment in deployments where deployment.status.isActive || deployment.status == .failed {
-            try await reconcile(deployment)
+            try await reconcile(deployment, replicas: known.map { $0[deployment.id] ?? [] })
         }
     }
 
-    func reconcile(_ deployment: DeploymentRecord) async throws {
+    func reconcile(_ deployment: DeploymentRecord, replicas known: [ReplicaRecord]? = nil) async throws {
         guard !stoppingDeployments.contains(deployment.id), !shuttingDown else { return }
         guard let profile = configuration.profile(named: deployment.hardwareProfile) else {
             logger.warning("deployment names an unknown profile", metadata: ["deployment.id": "\(deployment.id)"])
             return
         }
-        var replicas = try await store.replicas(deploymentId: deployment.id)
+        var replicas: [ReplicaRecord]
+        if let known { replicas = known } else { replicas = try await store.replicas(deploymentId: deployment.id) }
+        var changed = routes.route(deployment.id) == nil
         // A stored count is bounded before it is acted on (rows written before limits existed included).
         let desired = max(0, min(deployment.desiredReplicas, deployment.maxReplicas, configuration.maxReplicasPerDeployment))
         if deployment.status != .failed {
@@ -258,6 +263,7 @@ public actor Controller: Service {
                     try await store.insert(replica)
                     replicas.append(replica)
                 }
+                changed = true
             } else if live.count > desired {
                 let extra = live.sorted { rank($0) < rank($1) }.prefix(live.count - desired)
                 // Out of routing now; the drain and the stop run beside the reconciler, so a replica finishing long
@@ -267,15 +273,16 @@ public actor Controller: Service {
                     runtimes[replica.id]?.stopping = true
                     jobsContinuation.yield(.drain(replicaId: replica.id))
                 }
+                changed = true
             }
         }
         for replica in replicas where replica.status.isLive && runtimes[replica.id] == nil && pulls[replica.id] == nil && !draining.contains(replica.id) {
             if replica.status == .restarting, let notBefore = restartNotBefore[replica.id]?.at, notBefore > Date() {
                 continue
             }
-            try await launch(replica, of: deployment, profile: profile)
+            if try await launch(replica, of: deployment, profile: profile) { changed = true }
         }
-        try await refreshStatus(deploymentId: deployment.id)
+        if changed { try await refreshStatus(deploymentId: deployment.id) }
     }
 
     func drainThenStop(_ replicaId: String) async {
@@ -299,12 +306,16 @@ public actor Controller: Service {
         }
     }
 
-    func launch(_ replica: ReplicaRecord, of deployment: DeploymentRecord, profile: HardwareProfile) async throws {
+    /// Starts a replica (its model download first, where the engine needs one), or records why it waits.
+    /// Returns whether anything changed: a pass over a deployment whose replicas all still wait for the same
+    /// reason writes nothing and publishes nothing.
+    @discardableResult
+    func launch(_ replica: ReplicaRecord, of deployment: DeploymentRecord, profile: HardwareProfile) async throws -> Bool {
         // Model files first (before devices are taken: a download can take long).
         let model = preparedModels[deployment.id]
         if model == nil, let downloader, let (repo, format) = Self.hubFiles(modelId: deployment.hfModelId, engine: profile.engine) {
             try await startPull(replica, of: deployment, repo: repo, format: format, downloader: downloader)
-            return
+            return true
         }
         // Devices: never one device to two replicas.
         var devices: [String] = []
@@ -314,22 +325,20 @@ public actor Controller: Service {
                 let reason = profile.devices.isEmpty
                     ? "waiting for devices: hardware profile \(profile.name) has no \(profile.gpuType) devices on this server"
                     : "waiting for devices: \(profile.devices.count - free.count) of \(profile.devices.count) \(profile.name) devices are in use; needs \(profile.gpuCount)"
-                if replica.failReason != reason || replica.status != .pending {
-                    try await store.updateReplica(id: replica.id) { $0.failReason = reason; $0.status = .pending }
-                    try await store.addEvent(deploymentId: deployment.id, kind: "waiting_for_devices", message: "replica \(replica.id): \(reason)")
-                }
-                return
+                guard replica.failReason != reason || replica.status != .pending else { return false }
+                try await store.updateReplica(id: replica.id) { $0.failReason = reason; $0.status = .pending }
+                try await store.addEvent(deploymentId: deployment.id, kind: "waiting_for_devices", message: "replica \(replica.id): \(reason)")
+                return true
             }
             if !adminOrgs.contains(deployment.orgId) {
                 let quota = configuration.orgQuota.devices(of: profile)
                 let held = runtimes.values.filter { $0.orgId == deployment.orgId && $0.profileName == profile.name }.reduce(0) { $0 + $1.devices.count }
                 if held + profile.gpuCount > quota {
                     let reason = "waiting for devices: your organisation holds \(held) of its limit of \(quota) \(profile.name) devices; needs \(profile.gpuCount)"
-                    if replica.failReason != reason || replica.status != .pending {
-                        try await store.updateReplica(id: replica.id) { $0.failReason = reason; $0.status = .pending }
-                        try await store.addEvent(deploymentId: deployment.id, kind: "waiting_for_devices", message: "replica \(replica.id): \(reason)")
-                    }
-                    return
+                    guard replica.failReason != reason || replica.status != .pending else { return false }
+                    try await store.updateReplica(id: replica.id) { $0.failReason = reason; $0.status = .pending }
+                    try await store.addEvent(deploymentId: deployment.id, kind: "waiting_for_devices", message: "replica \(replica.id): \(reason)")
+                    return true
                 }
             }
             devices = Array(free.prefix(profile.gpuCount))
@@ -350,10 +359,10 @@ public actor Controller: Service {
                 $0.stoppedAt = Date()
             }
             try await store.addEvent(deploymentId: deployment.id, kind: "replica_failed", message: "replica \(replica.id) cannot start: \(error.description)")
-            return
+            return true
         }
         // Re-check after the awaits above: a stop or shutdown may have begun meanwhile.
-        guard !stoppingDeployments.contains(deployment.id), !shuttingDown, runtimes[replica.id] == nil else { return }
+        guard !stoppingDeployments.contains(deployment.id), !shuttingDown, runtimes[replica.id] == nil else { return false }
         devicesInUse.formUnion(devices)
         let now = Date()
         runtimes[replica.id] = Runtime(
@@ -375,6 +384,7 @@ public actor Controller: Service {
             message: "replica \(replica.id) starting on port \(port)" + (devices.isEmpty ? "" : " with devices \(devices.joined(separator: ","))"))
         logger.info("starting replica", metadata: ["replica.id": "\(replica.id)", "deployment.id": "\(deployment.id)", "replica.port": "\(port)"])
         jobsContinuation.yield(.launch(replicaId: replica.id, command: command, logPath: configuration.logPath(replicaId: replica.id)))
+        return true
     }
 }
 

@@ -71,12 +71,14 @@ public final class DeploymentStore: Sendable {
         try await db.read { db in try DeploymentRecord.fetchOne(db, key: id) }
     }
 
-    /// An organisation's deployments, newest first.
-    public func deployments(orgId: String, includeTerminated: Bool) async throws -> [DeploymentRecord] {
+    /// An organisation's deployments, newest first; a page of them when `limit` is given.
+    public func deployments(orgId: String, includeTerminated: Bool, limit: Int? = nil, offset: Int = 0) async throws -> [DeploymentRecord] {
         try await db.read { db in
             var q = DeploymentRecord.filter(Column("orgId") == orgId)
             if !includeTerminated { q = q.filter(Column("status") != DeploymentStatus.stopped.rawValue) }
-            return try q.order(Column("createdAt").desc).fetchAll(db)
+            q = q.order(Column("createdAt").desc, Column("id"))
+            if limit != nil || offset > 0 { q = q.limit(limit ?? 1000, offset: offset) }
+            return try q.fetchAll(db)
         }
     }
 

@@ -148,6 +148,8 @@ struct AnthropicErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             return Self.respond(400, error.message, retryAfter: nil)
         } catch is NIOTooManyBytesError {
             return Self.respond(413, "Request body is larger than the limit", retryAfter: nil)
+        } catch is CancellationError {
+            return Self.respond(499, "The caller closed the connection before the answer.", retryAfter: nil)
         } catch let error as HTTPError {
             return Self.respond(Int(error.status.code), error.body ?? error.status.reasonPhrase, retryAfter: nil)
         } catch {

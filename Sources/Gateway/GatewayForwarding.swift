@@ -54,12 +54,9 @@ extension Gateway {
             let attemptStart = ContinuousClock.now
             stats.begin(deploymentId: deploymentId, replicaId: endpoint.replicaId)
             do {
-                let request = upstreamRequest(endpoint, path: path, body: body)
-                let (client, timeout) = (self.client, timeAmount(configuration.upstreamTimeout))
-                let (status, contentType, data) = try await untilCallerLeaves(callerConnected) {
-                    let response = try await client.execute(request, timeout: timeout)
-                    return (response.status, response.headers.first(name: "content-type"), try await response.body.collect(upTo: 64 << 20))
-                }
+                let response = try await client.execute(upstreamRequest(endpoint, path: path, body: body), timeout: timeAmount(configuration.upstreamTimeout))
+                let (status, contentType) = (response.status, response.headers.first(name: "content-type"))
+                let data = try await response.body.collect(upTo: 64 << 20)
                 let verdict = ReplicaVerdict.judge(status: Int(status.code), body: data.readableBytesView)
                 if case .replicaFault(let why) = verdict {
                     lastFailure = attemptFailed(deploymentId, endpoint, since: attemptStart, why)
@@ -72,7 +69,7 @@ extension Gateway {
                     status: HTTPResponse.Status(code: Int(status.code)), contentType: contentType ?? "application/json", body: data,
                     replicaId: endpoint.replicaId)
             } catch is CancellationError {
-                // The caller has gone: drop the request at once; the replica is not to blame.
+                // Cancelled (the caller gave up its place, or the server is shutting down): the replica is not to blame.
                 picker.release(endpoint.replicaId)
                 stats.end(deploymentId: deploymentId, replicaId: endpoint.replicaId, latency: ContinuousClock.now - attemptStart, failed: false)
                 throw CancellationError()
@@ -237,22 +234,5 @@ extension Gateway {
         return Response(
             status: .accepted, headers: [.contentType: "application/json"],
             body: .init(byteBuffer: ByteBuffer(string: #"{"request_id":"\#(requestId)","status":"pending"}"#)))
-    }
-}
-
-/// Runs `body` unless the caller leaves first: a request whose caller has gone is dropped at once, its
-/// upstream request cancelled (which frees the replica's slot), and `CancellationError` thrown.
-func untilCallerLeaves<T: Sendable>(
-    _ callerConnected: @escaping @Sendable () -> Bool, _ body: @escaping @Sendable () async throws -> T
-) async throws -> T {
-    try await withThrowingTaskGroup(of: T?.self) { group in
-        group.addTask { try await body() }
-        group.addTask {
-            while callerConnected() { try await Task.sleep(for: .milliseconds(250)) }
-            return nil
-        }
-        defer { group.cancelAll() }
-        guard let first = try await group.next(), let value = first else { throw CancellationError() }
-        return value
     }
 }

@@ -27,6 +27,11 @@ public struct OpenAIError: Error, Sendable, CustomStringConvertible {
         .unauthorized, "Incorrect or missing API key: send 'Authorization: Bearer lk_...'", type: "invalid_request_error",
         code: "invalid_api_key")
 
+    /// nginx's 499: the caller closed the connection before the answer.
+    static let callerGone = OpenAIError(
+        HTTPResponse.Status(code: 499, reasonPhrase: "Client Closed Request"), "The caller closed the connection before the answer.",
+        type: "invalid_request_error", code: "caller_gone")
+
     static func modelNotFound(_ id: String) -> OpenAIError {
         OpenAIError(.notFound, "The model '\(id)' does not exist or you do not have access to it.", type: "invalid_request_error", param: "model", code: "model_not_found")
     }
@@ -59,6 +64,9 @@ struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             response = error.response
         } catch is NIOTooManyBytesError {
             response = OpenAIError(.contentTooLarge, "Request body is larger than the limit", type: "invalid_request_error").response
+        } catch is CancellationError {
+            // The caller has gone: nobody reads this answer, and it is not a server error.
+            response = OpenAIError.callerGone.response
         } catch let error as HTTPError {
             response = OpenAIError(error.status, error.body ?? error.status.reasonPhrase, type: "invalid_request_error").response
         } catch {

@@ -47,7 +47,11 @@ public enum ReplicaVerdict: Sendable, Equatable {
     static let choicesKey = Array(#""choices""#.utf8)
 
     static func containsChoices(_ body: some Collection<UInt8>) -> Bool {
-        let bytes = Array(body)
+        // Searched in place where the bytes are contiguous (a ByteBuffer's are): no copy on the hot path.
+        body.withContiguousStorageIfAvailable { search($0) } ?? Array(body).withUnsafeBufferPointer { search($0) }
+    }
+
+    static func search(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
         let key = choicesKey
         guard bytes.count >= key.count else { return false }
         var i = 0

@@ -51,3 +51,21 @@ def test_a_replica_draining_open_streams_does_not_delay_another_deployment(start
             print(f"new deployment running after {took:.2f} s while a replica drained streams")
         finally:
             stop.set()
+
+
+def test_the_list_pages_newest_first_when_asked(start_server):
+    waiting = sim("sim.none", devices=0)
+    server = start_server(config={"hardware_profiles": [waiting]})
+    ids = [server.create(hardware_profile="sim.none") for _ in range(3)]
+
+    def page(**params):
+        r = server.request("GET", f"{API}/inference/list", params=params)
+        assert r.status_code == 200, r.text
+        return [d["deployment_id"] for d in r.json()["deployments"]]
+
+    everything = page()
+    assert sorted(everything) == sorted(ids)
+    assert page(limit=2) == everything[:2] and page(limit=2, offset=2) == everything[2:]
+    for bad in ({"limit": 0}, {"limit": 1001}, {"offset": -1}, {"limit": "x"}):
+        r = server.request("GET", f"{API}/inference/list", params=bad)
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"][0] == "query", r.text
