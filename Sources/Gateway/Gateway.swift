@@ -113,12 +113,7 @@ public final class Gateway: Sendable {
         _ request: Request, requestId: String, path: String, chat: Bool, callerConnected: @escaping @Sendable () -> Bool
     ) async throws -> Response {
         let caller = try await requireCaller(request)
-        var body: ByteBuffer
-        do {
-            body = try await request.body.collect(upTo: configuration.maxBodyBytes)
-        } catch {
-            throw OpenAIError(.contentTooLarge, "Request body is larger than the limit of \(configuration.maxBodyBytes >> 20) MiB", type: "invalid_request_error")
-        }
+        var body = try await collectBody(request)
         guard let object = (try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any] else {
             throw OpenAIError.badRequest("We could not parse the JSON body of your request: it must be a JSON object.")
         }
@@ -156,6 +151,15 @@ public final class Gateway: Sendable {
                 deploymentId: deploymentId, orgId: caller.orgId, path: path, body: body, requestId: requestId, wait: .milliseconds(Int64(wait * 1000)))
         }
         return try await forwardBuffered(deploymentId: deploymentId, path: path, body: body, callerConnected: callerConnected).response
+    }
+
+    /// A request's body, read whole up to `maxBodyBytes`, or a 413 that states the limit.
+    func collectBody(_ request: Request) async throws -> ByteBuffer {
+        do {
+            return try await request.body.collect(upTo: configuration.maxBodyBytes)
+        } catch {
+            throw OpenAIError(.contentTooLarge, "Request body is larger than the limit of \(configuration.maxBodyBytes >> 20) MiB", type: "invalid_request_error")
+        }
     }
 
     /// 404 for unknown and foreign deployments alike; a stopped one says so.

@@ -23,12 +23,7 @@ extension Gateway {
 
     func anthropicMessages(_ request: Request, callerConnected: @escaping @Sendable () -> Bool) async throws -> Response {
         let caller = try await requireCaller(request)
-        let raw: ByteBuffer
-        do {
-            raw = try await request.body.collect(upTo: configuration.maxBodyBytes)
-        } catch {
-            throw OpenAIError(.contentTooLarge, "Request body is larger than the limit of \(configuration.maxBodyBytes >> 20) MiB", type: "invalid_request_error")
-        }
+        let raw = try await collectBody(request)
         let data = Data(buffer: raw)
         let named = ((try? JSONSerialization.jsonObject(with: data)) as? [String: Any])?["model"] as? String
         // Claude Code pinned to a deployment sends its own model name and the deployment in X-Deployment-ID.

@@ -78,22 +78,13 @@ struct FieldReader {
 
 extension FieldReader {
     /// A number within `range`, or an issue that states the bound.
-    mutating func bounded(_ field: String, _ value: Double?, _ range: ClosedRange<Double>) {
+    mutating func bounded<T: Comparable & CustomStringConvertible>(_ field: String, _ value: T?, _ range: ClosedRange<T>) {
         guard let value else { return }
+        let show = { (v: T) in (v as? Double).map(Self.format) ?? v.description }
         if value < range.lowerBound {
-            fail(field, "Input should be greater than or equal to \(Self.format(range.lowerBound))", "greater_than_equal")
+            fail(field, "Input should be greater than or equal to \(show(range.lowerBound))", "greater_than_equal")
         } else if value > range.upperBound {
-            fail(field, "Input should be less than or equal to \(Self.format(range.upperBound))", "less_than_equal")
-        }
-    }
-
-    /// An integer within `range`, or an issue that states the bound.
-    mutating func bounded(_ field: String, _ value: Int?, _ range: ClosedRange<Int>) {
-        guard let value else { return }
-        if value < range.lowerBound {
-            fail(field, "Input should be greater than or equal to \(range.lowerBound)", "greater_than_equal")
-        } else if value > range.upperBound {
-            fail(field, "Input should be less than or equal to \(range.upperBound)", "less_than_equal")
+            fail(field, "Input should be less than or equal to \(show(range.upperBound))", "less_than_equal")
         }
     }
 
