@@ -75,6 +75,7 @@ extension Controller {
         // A replica waiting for its model stops waiting (the shared download itself goes on for others).
         pulls[id] = nil
         if let deploymentId = runtimes[id]?.deploymentId {
+            let held = runtimes[id]?.devices ?? []
             runtimes[id]?.stopping = true
             // No new requests for it from here on; on scale-down, let the ones it has finish first.
             await persist("refreshStatus", { try await refreshStatus(deploymentId: deploymentId) })
@@ -93,8 +94,7 @@ extension Controller {
                 try? await Task.sleep(for: .milliseconds(10))
             }
             if let runtime = runtimes.removeValue(forKey: id) { devicesInUse.subtract(runtime.devices) }
-            // Devices freed: deployments waiting for them get their pass now.
-            poke()
+            released(held, by: deploymentId)
         }
         await persist("closeRun", { try await store.closeRun(replicaId: id, at: Date()) })
         restartNotBefore[id] = nil

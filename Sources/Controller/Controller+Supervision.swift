@@ -73,7 +73,7 @@ extension Controller {
         }
         logger.warning("replica process ended", metadata: ["replica.id": "\(replicaId)", "reason": "\(description)"])
         await persist("refreshStatus", { try await refreshStatus(deploymentId: runtime.deploymentId) })
-        poke()
+        released(runtime.devices, by: runtime.deploymentId)
     }
 
     // MARK: Health

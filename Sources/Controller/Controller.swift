@@ -286,9 +286,16 @@ public actor Controller: Service {
     }
 
     func drainThenStop(_ replicaId: String) async {
+        let deploymentId = runtimes[replicaId]?.deploymentId
         await stopReplica(replicaId, reason: "scaled down")
         draining.remove(replicaId)
-        poke()
+        if let deploymentId { poke(deploymentId: deploymentId) }
+    }
+
+    /// A replica of `deploymentId` let go of `devices`: a pass over every deployment when devices were freed (one
+    /// may be waiting for them), over its own deployment otherwise.
+    func released(_ devices: [String], by deploymentId: String) {
+        if devices.isEmpty { poke(deploymentId: deploymentId) } else { poke() }
     }
 
     /// Which replicas go first on scale-down: ones not yet serving, then the newest.

@@ -29,19 +29,6 @@ extension DeploymentStore {
         }
     }
 
-    /// Replicas an organisation has that are not stopped or failed, for its replica limit.
-    public func liveReplicaCount(orgId: String) async throws -> Int {
-        try await read { db in
-            try Int.fetchOne(
-                db,
-                sql: """
-                    SELECT COUNT(*) FROM replicas r JOIN deployments d ON d.id = r.deploymentId
-                    WHERE d.orgId = ? AND r.status NOT IN ('stopped', 'failed')
-                    """,
-                arguments: [orgId]) ?? 0
-        }
-    }
-
     /// Replicas an organisation's active deployments ask for (desired counts), for its replica limit at create.
     public func desiredReplicaCount(orgId: String) async throws -> Int {
         try await read { db in

@@ -75,10 +75,7 @@ extension Gateway {
 
     func anthropicModel(_ request: Request, id: String) async throws -> Response {
         let caller = try await requireCaller(request)
-        let wanted = id.lowercased()
-        guard wanted.isPlausibleIdentifier, let d = try await store.deployment(id: wanted), d.orgId == caller.orgId, d.status != .stopped else {
-            throw OpenAIError.modelNotFound(id)
-        }
+        let d = try await callableDeployment(id, caller: caller)
         return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: anthropicModelObject(d))))
     }
 

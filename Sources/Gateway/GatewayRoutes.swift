@@ -59,12 +59,18 @@ extension Gateway {
     /// `GET /openai/v1/models/{id}`, as OpenAI serves it: the model object, or a 404 in OpenAI's shape.
     func model(_ request: Request, id: String) async throws -> Response {
         let caller = try await requireCaller(request)
+        let d = try await callableDeployment(id, caller: caller)
+        return Response(
+            status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: modelObject(d))))
+    }
+
+    /// The caller's deployment that is not stopped, for a model lookup on either plane; 404 otherwise.
+    func callableDeployment(_ id: String, caller: Caller) async throws -> DeploymentRecord {
         let wanted = id.lowercased()
         guard wanted.isPlausibleIdentifier, let d = try await store.deployment(id: wanted), d.orgId == caller.orgId, d.status != .stopped else {
             throw OpenAIError.modelNotFound(id)
         }
-        return Response(
-            status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: modelObject(d))))
+        return d
     }
 
     func modelObject(_ d: DeploymentRecord) -> String {

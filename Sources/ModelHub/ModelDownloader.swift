@@ -64,7 +64,10 @@ public actor ModelDownloader {
         return (env["HOME"] ?? NSTemporaryDirectory()) + "/.cache/huggingface/hub"
     }
 
-    public func repoFolder(_ repo: String) -> String {
+    public func repoFolder(_ repo: String) -> String { Self.repoFolder(cacheDir: cacheDir, repo: repo) }
+
+    /// `<cache>/models--org--name`: the Hub cache's folder for a repository.
+    public static func repoFolder(cacheDir: String, repo: String) -> String {
         cacheDir + "/models--" + repo.replacingOccurrences(of: "/", with: "--")
     }
 
@@ -347,7 +350,7 @@ extension Result where Failure == any Error {
 extension ModelDownloader {
     /// Whether any snapshot of `repo` has files in the cache: a model another organisation may have downloaded.
     public static func hasCachedSnapshot(cacheDir: String, repo: String) -> Bool {
-        let snapshots = cacheDir + "/models--" + repo.replacingOccurrences(of: "/", with: "--") + "/snapshots"
+        let snapshots = repoFolder(cacheDir: cacheDir, repo: repo) + "/snapshots"
         let fm = FileManager.default
         let commits = (try? fm.contentsOfDirectory(atPath: snapshots)) ?? []
         return commits.contains { !((try? fm.contentsOfDirectory(atPath: snapshots + "/" + $0)) ?? []).isEmpty }
