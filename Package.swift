@@ -41,8 +41,15 @@ let package = Package(
             name: "DeploymentStore",
             dependencies: [
                 "InferenceCore",
-                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "SQLiteStore",
+            dependencies: [
+                "InferenceCore", "DeploymentStore",
+                .product(name: "GRDB", package: "GRDB.swift"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -111,7 +118,7 @@ let package = Package(
         .target(
             name: "LyceumServer",
             dependencies: [
-                "InferenceCore", "DeploymentStore", "Replicas", "Controller", "ControlPlane", "Gateway", "ModelHub", "Routing",
+                "InferenceCore", "DeploymentStore", "SQLiteStore", "Replicas", "Controller", "ControlPlane", "Gateway", "ModelHub", "Routing",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -156,9 +163,11 @@ let package = Package(
         .testTarget(
             name: "LyceumServerTests",
             dependencies: [
-                "LyceumServer", "DeploymentStore", "Replicas", "Controller", "Gateway", "InferenceCore", "ModelHub", "ControlPlane", "Routing",
+                "LyceumServer", "DeploymentStore", "SQLiteStore", "Replicas", "Controller", "Gateway", "InferenceCore", "ModelHub", "ControlPlane", "Routing",
                 .product(name: "PropertyBased", package: "swift-property-based"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -1,14 +1,15 @@
 """What any autoscaler could reach on the autoscaling benchmark's trace slice: a discrete-event model of the
-benchmark (same trace slice and compression, same simulator service times, 8 sequences per replica, 6 s
-cold start, least-outstanding routing, decisions every second), used to sweep policies and to bound them.
+benchmark (same trace slice, lead-in and compression, same simulator service times, 8 sequences per replica,
+6 s cold start, least-outstanding routing, decisions every second), used to sweep policies and to bound them.
 
-It is a model, not a measurement: its rows for fixed provisioning and for our policy are printed next to
-the measured ones in docs/benchmarks.md so the model's error can be seen. Its purpose is the last row: a
-clairvoyant policy that knows every arrival in advance and starts replicas one cold start ahead of need.
+It is a model, not a measurement: its rows for fixed provisioning and for our policy sit next to the
+measured ones in docs/benchmarks.md so the model's error can be seen. Its purpose is the clairvoyant rows:
+a policy that knows every arrival in advance and starts replicas one cold start ahead of need.
 
-    python3 scripts/autoscale_frontier.py [--speedup 10] [--span 1200] [--target-ms 1500] | python3 scripts/bench_section.py autoscale-frontier
+    python3 scripts/autoscale_frontier.py --trace ../shared/traces/azure-llm-2023-conv.csv --span 1800 --itl-ms 1 --targets "12 24"
 """
 import argparse
+import bisect
 import csv
 import datetime
 import heapq
@@ -18,110 +19,163 @@ import os
 p = argparse.ArgumentParser()
 p.add_argument("--trace", default=os.path.join(os.path.dirname(__file__), "../../shared/traces/azure-llm-2023-code.csv"))
 p.add_argument("--speedup", type=float, default=10)
-p.add_argument("--span", type=float, default=1200)
+p.add_argument("--span", type=float, default=1200, help="measured trace seconds")
+p.add_argument("--lead-in", type=float, default=20, help="wall seconds replayed before the measured span, unmeasured")
 p.add_argument("--target-ms", type=float, default=1500)
 p.add_argument("--cold-start", type=float, default=6)
 p.add_argument("--slots", type=int, default=8)
+p.add_argument("--itl-ms", type=float, default=8)
+p.add_argument("--targets", default="15", help="req/s per replica of the autoscaler rows")
+p.add_argument("--peak", type=int, default=8)
 args = p.parse_args()
 
+ITL = args.itl_ms / 1000
+LEAD = args.lead_in
+TARGET = args.target_ms / 1000
 rows = list(csv.DictReader(open(args.trace)))
 t0 = datetime.datetime.fromisoformat(rows[0]["TIMESTAMP"][:26])
 reqs = []
 for r in rows:
     t = (datetime.datetime.fromisoformat(r["TIMESTAMP"][:26]) - t0).total_seconds()
-    if t < args.span:
-        # The simulator's latency model: 40 ms + 0.05 ms per prompt word to the first token, 8 ms per output token.
-        service = 0.040 + 0.00005 * int(r["ContextTokens"]) + 0.008 * max(1, int(r["GeneratedTokens"]))
+    if t < LEAD * args.speedup + args.span:
+        # The simulator's latency model: 40 ms + 0.05 ms per prompt word to the first token, ITL per output token.
+        service = 0.040 + 0.00005 * int(r["ContextTokens"]) + ITL * max(1, int(r["GeneratedTokens"]))
         reqs.append((t / args.speedup, service))
 reqs.sort()
-END = reqs[-1][0] + 5
-TARGET = args.target_ms / 1000
+MEASURED = sum(1 for a, _ in reqs if a >= LEAD)
+
+
+def p95(xs):
+    if not xs:
+        return 0.0
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(0.95 * len(xs)))]
 
 
 def simulate(policy):
-    """policy(now, history) -> desired replica count; history has arrivals so far. Returns (attainment, replica_s, actions)."""
-    replicas = []          # dicts: ready_at, stopped_at, slots (heap of free times), outstanding
-    desired = policy.initial
+    """Replays the slice against `policy`; returns (attainment, replica-seconds, actions, flaps) over the measured span."""
+    replicas = []  # ready_at, stopped_at, free (heap of slot free times), starts (request start times)
     def launch(now, warm=False):
-        replicas.append({"ready_at": now if warm else now + args.cold_start, "stopped_at": None, "free": [0.0] * args.slots})
-    for _ in range(desired):
+        replicas.append({"ready_at": now if warm else now + args.cold_start, "stopped_at": None, "free": [0.0] * args.slots, "starts": []})
+    for _ in range(policy.initial):
         launch(0.0, warm=True)
-    within = 0
-    actions = 0
+    within = actions = 0
     next_decision = 1.0
-    arrivals = []
+    arrivals, done = [], []
+    last_change = None
+    flaps = 0
     for at, service in reqs:
         while next_decision <= at:
-            want = policy.decide(next_decision, arrivals, sum(1 for r in replicas if r["stopped_at"] is None))
+            now = next_decision
             live = [r for r in replicas if r["stopped_at"] is None]
+            ready = sum(1 for r in live if r["ready_at"] <= now)
+            # Requests assigned to a ready replica but not started yet: what its engine reports as waiting.
+            queued = sum(sum(1 for s in r["starts"][-64:] if s > now) for r in live if r["ready_at"] <= now)
+            want = policy.decide(now, arrivals, len(live), ready, done, queued)
             if want != len(live):
-                actions += 1
-                if want > len(live):
+                actions += now >= LEAD
+                up = want > len(live)
+                if last_change and last_change[1] != up and now - last_change[0] < 30 and now >= LEAD:
+                    flaps += 1
+                last_change = (now, up)
+                if up:
                     for _ in range(want - len(live)):
-                        launch(next_decision)
+                        launch(now)
                 else:
                     # Stop the newest first (not-yet-ready ones first), as the controller does.
                     for r in sorted(live, key=lambda r: -r["ready_at"])[: len(live) - want]:
-                        r["stopped_at"] = max(next_decision, max(r["free"]))
+                        r["stopped_at"] = max(now, max(r["free"]))
             next_decision += 1.0
         arrivals.append(at)
         live = [r for r in replicas if r["stopped_at"] is None]
-        # Least outstanding among replicas: earliest possible start (a request queues at its replica).
         best = min(live, key=lambda r: max(r["ready_at"], r["free"][0], at))
         start = max(best["ready_at"], best["free"][0], at)
-        done = start + service
-        heapq.heapreplace(best["free"], done)
-        if done - at <= TARGET:
+        heapq.heapreplace(best["free"], start + service)
+        best["starts"].append(start)
+        done.append((start + service, start + service - at))
+        if at >= LEAD and start + service - at <= TARGET:
             within += 1
     replica_s = 0.0
     last = reqs[-1][0]
     for r in replicas:
         launched = r["ready_at"] - (0 if r["ready_at"] == 0 else args.cold_start)
         stop = r["stopped_at"] if r["stopped_at"] is not None else last
-        replica_s += max(0.0, min(stop, last) - max(0.0, launched))
-    return within / len(reqs), replica_s, actions
+        replica_s += max(0.0, min(stop, last) - max(LEAD, launched))
+    return within / MEASURED, replica_s, actions, flaps
 
 
 class Fixed:
-    def __init__(self, n): self.initial = n; self.n = n
-    def decide(self, now, arrivals, current): return self.n
+    def __init__(self, n):
+        self.initial = self.n = n
+
+    def decide(self, *_):
+        return self.n
 
 
 class Ours:
-    """The shipped policy: arrivals over 10 s, a 2 s burst window leading on a doubling (and while the burst
-    lasts), at most doubling per decision, stabilisation window for scale-down."""
-    def __init__(self, target_rps, lo, hi, window):
-        self.initial, self.target, self.lo, self.hi, self.window = lo, target_rps, lo, hi, window
-        self.history = []
-        self.last_burst = -1e9
+    """The shipped policy (InferenceCore/ScalingPolicy.swift): arrivals over 10 s held within a 10% band; a
+    2 s burst window leading on a doubling (and while the burst lasts); one more when the recent (10 s) p95
+    is over target or the engines' queue grows past one per ready replica, but only once no replica is
+    starting (and, for latency, 15 s after the last scale-up's replicas serve); never down while engines
+    queue, nor below what the rate per replica at which pressure last asked for one supports; at most doubling per
+    decision; scale-down to the highest recommendation of the stabilisation window."""
 
-    def decide(self, now, arrivals, current):
+    def __init__(self, target_rps, lo, hi, window=30, tolerance=0.1, settle=15):
+        self.initial, self.target, self.lo, self.hi, self.window = lo, target_rps, lo, hi, window
+        self.tolerance, self.settle = tolerance, settle
+        self.history, self.last_burst, self.last_up, self.last_queued, self.arrived = [], -1e9, None, 0, 0.0
+        self.queued_at = None
+
+    def decide(self, now, arrivals, current, ready, done, queued):
         def rate(seconds):
             lo = math.floor(now) - seconds
-            return sum(1 for a in arrivals[-4000:] if lo <= a < math.floor(now)) / seconds
-        want = math.ceil(rate(10) / self.target)
+            return sum(1 for a in arrivals[-8000:] if lo <= a < math.floor(now)) / seconds
+        starting = current - ready
+        if starting > 0:
+            self.arrived = None
+        elif self.arrived is None:
+            self.arrived = now
+        r = rate(10)
+        want = math.ceil(r / self.target)
+        if current > 0 and abs(r / (current * self.target) - 1) <= self.tolerance:
+            want = current
         burst = math.ceil(rate(2) / self.target)
-        capacity = max(1, current)
-        if burst > want and (burst >= 2 * capacity or (now - self.last_burst < self.window and burst > current)):
+        if burst > want and (burst >= 2 * max(1, current) or (now - self.last_burst < self.window and burst > current)):
             want = burst
             self.last_burst = now
-        want = min(max(want, self.lo), self.hi, capacity * 2)
+        recent = p95([lat for d, lat in done[-4000:] if now - 10 <= d <= now])
+        growing = queued > self.last_queued and ready > 0 and queued >= ready
+        self.last_queued = queued
+        # Latency waits for a scale-up's replicas to serve for `settle` seconds; a growing queue does not.
+        settled = self.arrived is not None and now - max(self.arrived, self.last_up or -1e9) >= self.settle
+        if current + 1 > want and starting == 0 and (growing or (r > 0 and recent > TARGET and settled)):
+            want = current + 1
+            if ready == current:
+                self.queued_at = (now, max(r, rate(2)) / ready)
+        # Never down below what the rate per replica at which pressure last asked for a replica supports (10 minutes).
+        if self.queued_at and want < current and now - self.queued_at[0] < 600:
+            want = max(want, min(current, math.ceil(r / (self.queued_at[1] * (1 - self.tolerance)))))
+        if want < current and queued > 0:
+            want = current
+        want = min(max(min(want, 2 * max(1, current)), self.lo), self.hi)
         self.history = [(t, w) for t, w in self.history if now - t <= self.window] + [(now, want)]
-        return want if want >= current else min(current, max(w for _, w in self.history))
+        out = want if want >= current else min(current, max(w for _, w in self.history))
+        if out > current:
+            self.last_up = now
+        return out
 
 
 class Clairvoyant:
     """Knows the future: at each second runs the replicas that the arrivals of the next cold start plus
     `lookahead` seconds need (2 s windows at `per_replica_rps`), so capacity is ready one cold start ahead of
     need, and keeps none that the window does not ask for."""
+
     def __init__(self, per_replica_rps, lookahead, hi):
         self.initial, self.rate, self.look, self.hi = 1, per_replica_rps, lookahead, hi
         self.times = [a for a, _ in reqs]
 
-    def decide(self, now, arrivals, current):
-        import bisect
+    def decide(self, now, *_):
         need = 1
-        # Everything arriving from now until a replica started now could be ready, and `look` seconds past it.
         for k in range(int(args.cold_start + self.look) + 1):
             a, b = now + k - 1, now + k + 1
             n = bisect.bisect_left(self.times, b) - bisect.bisect_left(self.times, a)
@@ -129,25 +183,23 @@ class Clairvoyant:
         return min(need, self.hi)
 
 
-peak_rps = max(sum(1 for a, _ in reqs if m * 6 <= a < (m + 1) * 6) for m in range(int(END / 6) + 1)) / 6
-mean_rps = len(reqs) / reqs[-1][0]
-peak, mean = math.ceil(peak_rps / 15), math.ceil(mean_rps / 15)
-print("## What any autoscaler could reach on that slice: `scripts/autoscale_frontier.py`\n")
-print(f"A discrete-event model of the benchmark above (same {len(reqs)} requests over {reqs[-1][0]:.0f} s of wall time, the simulator's")
-print(f"service times, {args.slots} sequences per replica, {args.cold_start:g} s cold start, least-outstanding routing, decisions every")
-print(f"second, target {args.target_ms:g} ms). A model, not a measurement: compare its first three rows with the measured table above.")
-print("The clairvoyant rows know every arrival in advance and run exactly the replicas the next seconds need, started")
-print(f"one cold start ahead. Peak provisioning is {peak} replicas, mean {mean}.\n")
-print("| provisioning (model) | within target | replica-seconds | actions |")
-print("|---|---|---|---|")
-rows_out = [("fixed at peak", Fixed(peak)), ("fixed at mean", Fixed(mean)), ("ours: min 1, stabilisation 30 s", Ours(15, 1, peak, 30))]
-for stab in (5, 10):
-    rows_out.append((f"ours: min 1, stabilisation {stab} s", Ours(15, 1, peak, stab)))
-for lo in (2, 3, 4):
-    rows_out.append((f"ours: min {lo}, stabilisation 30 s", Ours(15, lo, peak, 30)))
-for rate in (30, 26, 22, 18):
-    for look in (0, 1, 3):
-        rows_out.append((f"clairvoyant: {rate} req/s per replica, {look} s ahead", Clairvoyant(rate, look, 16)))
-for name, policy in rows_out:
-    att, rs, acts = simulate(policy)
-    print(f"| {name} | {100 * att:.1f}% | {rs:.0f} | {acts} |")
+targets = [float(t) for t in args.targets.split()]
+name = os.path.basename(args.trace)
+print(f"## What any autoscaler could reach on that slice (model): `scripts/autoscale_frontier.py` ({name})\n")
+print(f"A discrete-event model of the benchmark above: the same {MEASURED} measured requests after the same lead-in, the")
+print(f"simulator's service times ({args.itl_ms:g} ms per output token), {args.slots} sequences per replica, {args.cold_start:g} s cold start,")
+print(f"least-outstanding routing, decisions every second, target {args.target_ms:g} ms. A model, not a measurement: compare its")
+print("fixed and autoscaler rows with the measured table above. The clairvoyant rows know every arrival in advance and run")
+print("exactly the replicas the next seconds need, started one cold start ahead.\n")
+print("| provisioning (model) | within target | replica-seconds | actions | flaps |")
+print("|---|---|---|---|---|")
+policies = [(f"fixed at {n}", Fixed(n)) for n in range(1, args.peak + 1)]
+for t in targets:
+    policies.append((f"ours: {t:g} req/s per replica, min 1", Ours(t, 1, 8)))
+    policies.append((f"ours: {t:g} req/s per replica, min 2", Ours(t, 2, 8)))
+for rate in sorted({round(t * k) for t in targets for k in (1, 1.5, 2)}, reverse=True):
+    for look in (0, 2):
+        policies.append((f"clairvoyant: {rate} req/s per replica, {look} s ahead", Clairvoyant(rate, look, 16)))
+for label, policy in policies:
+    att, rs, acts, flaps = simulate(policy)
+    print(f"| {label} | {100 * att:.2f}% | {rs:.0f} | {acts} | {flaps} |")

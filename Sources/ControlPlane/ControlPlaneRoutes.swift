@@ -8,7 +8,7 @@ import Replicas
 
 /// The contract's control-plane API under `/api/v2/external`, plus key administration.
 public struct ControlPlaneRoutes: Sendable {
-    let store: DeploymentStore
+    let store: any DeploymentStore
     let controller: Controller
     let authenticator: Authenticator
     let sealer: SecretSealer
@@ -19,7 +19,7 @@ public struct ControlPlaneRoutes: Sendable {
     let policy: TenantPolicy
 
     public init(
-        store: DeploymentStore, controller: Controller, authenticator: Authenticator, sealer: SecretSealer,
+        store: any DeploymentStore, controller: Controller, authenticator: Authenticator, sealer: SecretSealer,
         profiles: [HardwareProfile], hub: HubClient? = nil, hubCheckTimeout: Duration = .seconds(5), policy: TenantPolicy = .init()
     ) {
         self.policy = policy

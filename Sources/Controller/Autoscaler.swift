@@ -9,6 +9,8 @@ import Synchronization
 /// What the autoscaler acts on: the controller, or a stand-in in unit tests.
 public protocol ReplicaFleet: Sendable {
     func replicaCounts(deploymentId: String) async -> (ready: Int, starting: Int)
+    /// What the engines of the deployment's ready replicas report about their load (nil: they do not say).
+    func engineLoad(deploymentId: String) async -> EngineLoad?
     func pauseDeployment(id: String, reason: String) async throws
     /// Asks for a reconcile pass now (desired counts changed).
     func poke()
@@ -18,6 +20,7 @@ public protocol ReplicaFleet: Sendable {
 
 extension ReplicaFleet {
     public func poke(deploymentId: String) { poke() }
+    public func engineLoad(deploymentId: String) async -> EngineLoad? { nil }
 }
 
 extension Controller: ReplicaFleet {}
@@ -37,17 +40,19 @@ public struct AutoscalerConfiguration: Sendable {
     public var interval: Duration = .seconds(5)
     /// A deployment with no request for this long is paused (scaled to zero).
     public var idleTimeout: Duration = .seconds(3600)
-    /// After a scale-up, how long latency waits for the new replicas to take effect before asking for more.
+    /// After a scale-up's replicas serve, how long latency waits for them to take effect before asking for more.
     public var settle: Duration = .seconds(15)
     /// The band around the rate target within which the count does not change.
     public var tolerance = 0.1
+    /// How long the rate per replica at which pressure asked for a replica holds scale-down back.
+    public var pressureMemory: Duration = .seconds(600)
 
     public init() {}
 }
 
 /// Decides each active deployment's replica count from its traffic, and pauses idle ones.
 public actor Autoscaler: Service {
-    let store: DeploymentStore
+    let store: any DeploymentStore
     let fleet: any ReplicaFleet
     let traffic: any TrafficSource
     let configuration: AutoscalerConfiguration
@@ -56,6 +61,13 @@ public actor Autoscaler: Service {
     var stabilisers: [String: Stabiliser] = [:]
     /// When each deployment's short window last led a decision.
     var lastBurst: [String: ContinuousClock.Instant] = [:]
+    /// When each deployment last had no replica starting: a scale-up settles from when its replicas serve.
+    var capacityArrived: [String: ContinuousClock.Instant] = [:]
+    /// The rate per replica at which pressure (latency, the engines' queue) last asked each deployment for a
+    /// replica, and when: a floor for scale-down.
+    var pressureAt: [String: (at: ContinuousClock.Instant, rpsPerReplica: Double)] = [:]
+    /// Each deployment's engine queue at its last decision, to see it grow.
+    var lastQueued: [String: Int] = [:]
     /// Each deployment's last change: when, and whether it was up.
     var lastChange: [String: (at: ContinuousClock.Instant, up: Bool)] = [:]
     /// Reversals within one stabilisation window (a scale-up soon undone, or the other way), per deployment:
@@ -63,7 +75,7 @@ public actor Autoscaler: Service {
     nonisolated let flaps = Mutex<[String: Int]>([:])
 
     public init(
-        store: DeploymentStore, fleet: any ReplicaFleet, traffic: any TrafficSource, configuration: AutoscalerConfiguration,
+        store: any DeploymentStore, fleet: any ReplicaFleet, traffic: any TrafficSource, configuration: AutoscalerConfiguration,
         clock: AutoscalerClock = .system, logger: Logger
     ) {
         self.store = store
@@ -100,6 +112,9 @@ public actor Autoscaler: Service {
                 stabilisers[deployment.id] = nil
                 lastChange[deployment.id] = nil
                 lastBurst[deployment.id] = nil
+                lastQueued[deployment.id] = nil
+                capacityArrived[deployment.id] = nil
+                pressureAt[deployment.id] = nil
                 try await fleet.pauseDeployment(id: deployment.id, reason: "paused after \(Int(idle)) s without requests")
                 continue
             }
@@ -110,10 +125,29 @@ public actor Autoscaler: Service {
                 inFlight: t.inFlight, ready: ready, starting: starting, minReplicas: deployment.minReplicas,
                 maxReplicas: deployment.maxReplicas, targetRps: deployment.targetRps, targetLatencyP95Ms: deployment.targetLatencyP95Ms)
             input.recentP95Ms = t.recentP95Ms
-            input.sinceLastScaleUp = lastChange[deployment.id].flatMap { $0.up ? (instant - $0.at).seconds : nil }
+            if starting > 0 {
+                capacityArrived[deployment.id] = nil
+            } else if capacityArrived[deployment.id] == nil {
+                capacityArrived[deployment.id] = instant
+            }
+            input.sinceLastScaleUp = lastChange[deployment.id].flatMap { change in
+                change.up ? (instant - max(change.at, capacityArrived[deployment.id] ?? change.at)).seconds : nil
+            }
             input.settleSeconds = configuration.settle.seconds
             input.tolerance = configuration.tolerance
+            let load = await fleet.engineLoad(deploymentId: deployment.id)
+            if let load {
+                input.queued = load.waiting
+                input.queueGrowing = load.waiting > (lastQueued[deployment.id] ?? 0)
+            }
+            lastQueued[deployment.id] = load?.waiting
+            if let learned = pressureAt[deployment.id], instant - learned.at < configuration.pressureMemory {
+                input.pressureAtRpsPerReplica = learned.rpsPerReplica
+            }
             let recommendation = recommendReplicas(input)
+            if recommendation.byPressure, starting == 0, ready > 0 {
+                pressureAt[deployment.id] = (instant, max(t.requestsPerSecond, t.burstRequestsPerSecond) / Double(ready))
+            }
             if recommendation.burst { lastBurst[deployment.id] = instant }
             let desired = stabilisers[deployment.id, default: Stabiliser()].decide(
                 recommendation.replicas, current: deployment.desiredReplicas, now: instant,
@@ -132,6 +166,7 @@ public actor Autoscaler: Service {
             let signals = String(
                 format: "rate %.1f req/s (burst %.1f), p95 %.0f ms (recent %.0f ms), ", t.requestsPerSecond, t.burstRequestsPerSecond, t.p95Ms,
                 t.recentP95Ms ?? t.p95Ms) + "\(ready) ready, \(starting) starting, \(t.inFlight) in flight"
+                + (load.map { l in ", engines: \(l.waiting) queued, \(l.running) running" + (l.kvCacheUsage.map { String(format: ", KV cache %.0f%%", $0 * 100) } ?? "") } ?? "")
             let message = "scaled \(deployment.desiredReplicas) -> \(desired): \(recommendation.reason) [\(signals)]"
             try await store.addEvent(deploymentId: deployment.id, kind: "scaled", message: message)
             logger.info("scaled", metadata: ["deployment.id": "\(deployment.id)", "reason": "\(message)"])

@@ -70,6 +70,12 @@ extension Controller {
         return (ready, mine.count - ready + pulling)
     }
 
+    /// The summed load the engines of a deployment's ready replicas reported at the last health pass; nil
+    /// when none of them says.
+    public func engineLoad(deploymentId: String) -> EngineLoad? {
+        EngineLoad.total(runtimes.values.lazy.filter { $0.deploymentId == deploymentId && $0.healthy && !$0.stopping }.compactMap(\.load))
+    }
+
     /// Stops one replica's process (if any) and marks it `stopped`.
     func stopReplica(_ id: String, reason: String?) async {
         // A replica waiting for its model stops waiting (the shared download itself goes on for others).

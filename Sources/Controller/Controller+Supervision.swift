@@ -84,19 +84,22 @@ extension Controller {
     func checkHealth() async {
         let suspects = self.suspects.withLock { $0 }
         let snapshot = runtimes.filter { $0.value.pid != nil && !$0.value.stopping }
-        let results = await withTaskGroup(of: (String, Bool).self) { group in
+        // A ready replica's engine load is read beside its health, for the autoscaler.
+        let results = await withTaskGroup(of: (String, Bool, EngineLoad?).self) { group in
             for (id, runtime) in snapshot {
                 group.addTask { [probe, configuration] in
-                    (id, await probe.isHealthy(port: runtime.port, path: runtime.healthPath, timeout: configuration.healthTimeout))
+                    async let load = runtime.healthy ? probe.engineLoad(port: runtime.port, timeout: configuration.healthTimeout) : nil
+                    let healthy = await probe.isHealthy(port: runtime.port, path: runtime.healthPath, timeout: configuration.healthTimeout)
+                    return (id, healthy, await load)
                 }
             }
-            var out: [(String, Bool)] = []
+            var out: [(String, Bool, EngineLoad?)] = []
             for await result in group { out.append(result) }
             return out
         }
         let now = Date()
         var touched: Set<String> = []
-        for (id, healthResult) in results {
+        for (id, healthResult, load) in results {
             guard var runtime = runtimes[id], !runtime.stopping, let pid = runtime.pid else { continue }
             let alive = provider.isAlive(pid: pid, replicaId: id)
             if runtime.adopted && !alive {
@@ -111,6 +114,7 @@ extension Controller {
             let healthy = healthResult && runtime.answerVerified && runtime.wrongAnswers < 2
             let becameHealthy = healthy && !runtime.healthy
             runtime.healthy = healthy
+            runtime.load = healthy ? load : nil
             runtime.unhealthySince = healthy ? nil : (runtime.unhealthySince ?? now)
             runtimes[id] = runtime
             guard let record = await persist("updateReplica", { try await store.updateReplica(id: id, { r in

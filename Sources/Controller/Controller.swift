@@ -38,6 +38,8 @@ public actor Controller: Service {
         var answerVerified = false
         /// Probes with a real request answered wrongly in a row.
         var wrongAnswers = 0
+        /// The engine's own load at the last health pass (nil: not ready, or its engine does not say).
+        var load: EngineLoad?
     }
 
     /// Long-running work for one replica, run as a child task of `run()` so shutdown reaches it.
@@ -52,7 +54,7 @@ public actor Controller: Service {
         case answerProbe(replicaId: String, port: Int, servedModelName: String)
     }
 
-    let store: DeploymentStore
+    let store: any DeploymentStore
     let provider: any ReplicaProvider
     let launcher: EngineLauncher
     let probe: any HealthProbing
@@ -100,7 +102,7 @@ public actor Controller: Service {
     nonisolated let healthPokesContinuation: AsyncStream<Void>.Continuation
 
     public init(
-        store: DeploymentStore, provider: any ReplicaProvider, launcher: EngineLauncher, probe: any HealthProbing,
+        store: any DeploymentStore, provider: any ReplicaProvider, launcher: EngineLauncher, probe: any HealthProbing,
         sealer: SecretSealer, downloader: ModelDownloader? = nil, configuration: ControllerConfiguration,
         routes: RouteTable = RouteTable(), logger: Logger
     ) {

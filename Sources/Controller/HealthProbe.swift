@@ -19,6 +19,12 @@ public protocol HealthProbing: Sendable {
     func isHealthy(port: Int, path: String, timeout: Duration) async -> Bool
     /// Sends a one-token chat completion as a client would and judges the answer.
     func checkAnswer(port: Int, servedModelName: String, timeout: Duration) async -> AnswerCheck
+    /// The engine's own load from its `/metrics` page; nil when it has none or does not answer in time.
+    func engineLoad(port: Int, timeout: Duration) async -> EngineLoad?
+}
+
+extension HealthProbing {
+    public func engineLoad(port: Int, timeout: Duration) async -> EngineLoad? { nil }
 }
 
 /// Health over HTTP on loopback: healthy means a 2xx answer within the timeout.
@@ -54,6 +60,18 @@ public struct HTTPHealthProbe: HealthProbing {
             }
         } catch {
             return .inconclusive("\(error)")
+        }
+    }
+
+    public func engineLoad(port: Int, timeout: Duration) async -> EngineLoad? {
+        let request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/metrics")
+        do {
+            let response = try await client.execute(request, timeout: timeAmount(timeout))
+            let body = try await response.body.collect(upTo: 4 << 20)
+            guard response.status.code == 200 else { return nil }
+            return EngineLoad.parse(prometheusText: Substring(String(buffer: body)))
+        } catch {
+            return nil
         }
     }
 

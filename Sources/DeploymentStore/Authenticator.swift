@@ -11,10 +11,10 @@ public struct Caller: Sendable {
 ///
 /// Keys are looked up by hash; known keys are cached so the data plane's hot path does no database read.
 public final class Authenticator: Sendable {
-    private let store: DeploymentStore
+    private let store: any DeploymentStore
     private let cache = Mutex<[String: Caller]>([:])
 
-    public init(store: DeploymentStore) { self.store = store }
+    public init(store: any DeploymentStore) { self.store = store }
 
     /// The caller for an `Authorization` header value, or nil when the key is missing or unknown.
     public func caller(authorization: String?) async throws -> Caller? {

@@ -1,29 +1,40 @@
 import Foundation
-import GRDB
 import InferenceCore
 
 /// An organisation: the unit of ownership and isolation.
-public struct OrganizationRecord: Codable, Sendable, FetchableRecord, PersistableRecord {
-    public static let databaseTableName = "organizations"
+public struct OrganizationRecord: Codable, Sendable {
     public var id: String
     public var name: String
     public var createdAt: Date
+
+    public init(id: String, name: String, createdAt: Date) {
+        self.id = id
+        self.name = name
+        self.createdAt = createdAt
+    }
 }
 
 /// An API key, stored only as the SHA-256 of the key; `prefix` lets operators recognise it.
-public struct APIKeyRecord: Codable, Sendable, FetchableRecord, PersistableRecord {
-    public static let databaseTableName = "api_keys"
+public struct APIKeyRecord: Codable, Sendable {
     public var id: String
     public var orgId: String
     public var keyHash: String
     public var prefix: String
     public var isAdmin: Bool
     public var createdAt: Date
+
+    public init(id: String, orgId: String, keyHash: String, prefix: String, isAdmin: Bool, createdAt: Date) {
+        self.id = id
+        self.orgId = orgId
+        self.keyHash = keyHash
+        self.prefix = prefix
+        self.isAdmin = isAdmin
+        self.createdAt = createdAt
+    }
 }
 
 /// A deployment as stored; the API answer is built from it and its replicas.
-public struct DeploymentRecord: Codable, Sendable, FetchableRecord, PersistableRecord {
-    public static let databaseTableName = "deployments"
+public struct DeploymentRecord: Codable, Sendable {
     public var id: String
     public var orgId: String
     public var hfModelId: String
@@ -64,8 +75,7 @@ public struct DeploymentRecord: Codable, Sendable, FetchableRecord, PersistableR
 
 /// One replica slot of a deployment. Restarts reuse the slot (and its log file); `pid` and `port`
 /// describe the current process, so a restarted server can find and re-adopt it.
-public struct ReplicaRecord: Codable, Sendable, FetchableRecord, PersistableRecord {
-    public static let databaseTableName = "replicas"
+public struct ReplicaRecord: Codable, Sendable {
     public var id: String
     public var deploymentId: String
     public var status: ReplicaStatus
@@ -109,16 +119,20 @@ public struct ReplicaRecord: Codable, Sendable, FetchableRecord, PersistableReco
 }
 
 /// A decision or lifecycle step, in plain words, for `events` and for diagnosing what happened.
-public struct EventRecord: Codable, Sendable, FetchableRecord, MutablePersistableRecord {
-    public static let databaseTableName = "events"
+public struct EventRecord: Codable, Sendable {
     public var id: Int64?
     public var deploymentId: String
     public var at: Date
     public var kind: String
     public var message: String
 
-    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+    public init(id: Int64?, deploymentId: String, at: Date, kind: String, message: String) {
+        self.id = id
+        self.deploymentId = deploymentId
+        self.at = at
+        self.kind = kind
+        self.message = message
+    }
+
 }
 
-extension DeploymentStatus: DatabaseValueConvertible {}
-extension ReplicaStatus: DatabaseValueConvertible {}

@@ -41,7 +41,7 @@ public protocol GatewayRequestContext: RequestContext {
 
 /// The OpenAI-compatible data plane: one endpoint, every deployment behind it, load-balanced and retried.
 public final class Gateway: Sendable {
-    let store: DeploymentStore
+    let store: any DeploymentStore
     let authenticator: Authenticator
     let routes: RouteTable
     let fleet: any FleetCommands
@@ -59,7 +59,7 @@ public final class Gateway: Sendable {
     let shuttingDown = Mutex(false)
 
     public init(
-        store: DeploymentStore, authenticator: Authenticator, routes: RouteTable, fleet: any FleetCommands, client: HTTPClient,
+        store: any DeploymentStore, authenticator: Authenticator, routes: RouteTable, fleet: any FleetCommands, client: HTTPClient,
         background: BackgroundRequests, stats: GatewayStats = GatewayStats(), configuration: GatewayConfiguration = .init()
     ) {
         self.store = store

@@ -23,13 +23,23 @@ public struct ScalingInput: Sendable, Equatable {
     /// p95 over the last seconds (10 to 20 s): the latency scale-up acts on. The long window's p95 keeps
     /// reporting a cold start's latencies for a minute after capacity arrived; nil falls back to it.
     public var recentP95Ms: Double?
-    /// Seconds since this deployment last scaled up (nil: never).
+    /// Seconds since the replicas of this deployment's last scale-up were all serving (nil: it never scaled up).
     public var sinceLastScaleUp: Double?
-    /// How long a scale-up gets to take effect before latency may ask for more.
+    /// How long a scale-up's replicas serve before latency may ask for more (the engines' queue need not wait).
     public var settleSeconds: Double = 0
     /// No change while demand is within this fraction of the current capacity's target (the Kubernetes
     /// HPA's 10%), so noise around a replica boundary does not flap.
     public var tolerance: Double = 0.1
+    /// Requests the engines of the ready replicas hold queued (not yet running), from their `/metrics`; nil
+    /// when the engines do not say.
+    public var queued: Int?
+    /// The engines' queue grew since the last decision: demand the arrival rate has not shown yet.
+    public var queueGrowing = false
+    /// The rate per replica at which latency or the engines' queue last asked for a replica (within the
+    /// last ten minutes): what a replica of this deployment really holds. A scale-down never goes below
+    /// what it supports, so the rate rule cannot release a replica that pressure just asked for (the flap
+    /// at a boundary).
+    public var pressureAtRpsPerReplica: Double?
 
     public init(
         requestsPerSecond: Double, burstRequestsPerSecond: Double = 0, inBurst: Bool = false, p95Ms: Double, inFlight: Int, ready: Int, starting: Int, minReplicas: Int,
@@ -55,12 +65,15 @@ public struct ScalingRecommendation: Sendable, Equatable {
     public var reason: String
     /// The short window led this decision.
     public var burst = false
+    /// Pressure the rate does not show (latency over target, a growing engine queue) led this decision.
+    public var byPressure = false
 }
 
-/// The scaling policy: `ceil(rps / target_rps)`; a burst (the last seconds' rate asking for at least twice
-/// the current capacity, or for more than it while `inBurst`) is followed at once instead of waiting for
-/// the rate window to catch up; one more
-/// than current capacity when p95 latency is over target; at most doubling capacity per decision; clamped
+/// The scaling policy: `ceil(rps / target_rps)`, held within a tolerance band; a burst (the last seconds'
+/// rate asking for at least twice the current capacity, or for more than it while `inBurst`) is followed at
+/// once instead of waiting for the rate window to catch up; one more than current capacity when p95
+/// latency is over target or the engines' queue grows (once replicas already starting are up and the last
+/// scale-up has settled); never fewer while engines queue; at most doubling capacity per decision; clamped
 /// to `[min, max]`.
 ///
 /// The burst rule only acts on a doubling, so the noise of steady traffic over a short window never
@@ -87,19 +100,43 @@ public func recommendReplicas(_ input: ScalingInput) -> ScalingRecommendation {
         burst = true
         reason = String(format: "burst of %.1f req/s against %g req/s per replica", input.burstRequestsPerSecond, input.targetRps)
     }
+    // Pressure the rate does not show: latency over target, or engines whose queue grows while at least
+    // one request waits per ready replica (a leading signal: queued requests are arrivals not yet served).
     let latency = input.recentP95Ms ?? input.p95Ms
-    if input.requestsPerSecond > 0 || input.inFlight > 0, latency > input.targetLatencyP95Ms, saturatingAdd(capacity, 1) > want {
-        // No wind-up: replicas already asked for are capacity on its way; wait for them, and for the last
-        // scale-up to settle, before latency asks for more.
+    let queued = max(0, input.queued ?? 0)
+    var pressure: String?
+    var byQueue = false
+    var ledByPressure = false
+    if input.queueGrowing, input.ready > 0, queued >= input.ready {
+        pressure = "engines queue \(queued) request\(queued == 1 ? "" : "s") and growing"
+        byQueue = true
+    } else if input.requestsPerSecond > 0 || input.inFlight > 0, latency > input.targetLatencyP95Ms {
+        pressure = String(format: "p95 latency %.0f ms over the %g ms target", latency, input.targetLatencyP95Ms)
+    }
+    if let pressure, saturatingAdd(capacity, 1) > want {
+        // No wind-up: replicas already asked for are capacity on its way; wait for them, and (for latency,
+        // whose window still holds the slow answers of before) for the last scale-up to settle.
         if input.starting > 0 {
-            reason += String(format: "; p95 %.0f ms is over the %g ms target", latency, input.targetLatencyP95Ms)
-                + ", waiting for \(input.starting) starting replica\(input.starting == 1 ? "" : "s")"
-        } else if let since = input.sinceLastScaleUp, since < input.settleSeconds {
-            reason += String(format: "; p95 %.0f ms is over the %g ms target, letting the last scale-up settle (%.0f of %.0f s)", latency, input.targetLatencyP95Ms, since, input.settleSeconds)
+            reason += "; \(pressure), waiting for \(input.starting) starting replica\(input.starting == 1 ? "" : "s")"
+        } else if !byQueue, let since = input.sinceLastScaleUp, since < input.settleSeconds {
+            reason += "; \(pressure), letting the last scale-up settle" + String(format: " (%.0f of %.0f s)", since, input.settleSeconds)
         } else {
             want = saturatingAdd(capacity, 1)
-            reason = String(format: "p95 latency %.0f ms over the %g ms target", latency, input.targetLatencyP95Ms)
+            reason = pressure
+            ledByPressure = true
         }
+    }
+    if want < capacity, let perReplica = input.pressureAtRpsPerReplica, perReplica > 0 {
+        let held = min(capacity, saturatingInt((input.requestsPerSecond / (perReplica * (1 - input.tolerance))).rounded(.up)))
+        if held > want {
+            want = held
+            reason += String(format: "; holding %d: pressure appeared at %.1f req/s per replica", held, perReplica)
+        }
+    }
+    // Requests still queue in the engines: no replica is released while they wait.
+    if want < capacity, queued > 0 {
+        want = capacity
+        reason += "; holding: engines still queue \(queued) request\(queued == 1 ? "" : "s")"
     }
     let ceiling = saturatingAdd(max(1, capacity), max(1, capacity))
     if want > ceiling {
@@ -110,7 +147,7 @@ public func recommendReplicas(_ input: ScalingInput) -> ScalingRecommendation {
     if clamped != want {
         reason += clamped > want ? " (raised to min_replicas \(input.minReplicas))" : " (capped at max_replicas \(input.maxReplicas))"
     }
-    return ScalingRecommendation(replicas: clamped, reason: reason, burst: burst)
+    return ScalingRecommendation(replicas: clamped, reason: reason, burst: burst, byPressure: ledByPressure)
 }
 
 /// Keeps scaling from flapping: up at once; down only as low as the highest recommendation seen during

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import ControlPlane
 import Controller
 import DeploymentStore
+import SQLiteStore
 import Foundation
 import Gateway
 import Hummingbird
@@ -15,6 +16,21 @@ import ServiceLifecycle
 import Glibc
 #endif
 
+/// The parts a store and a provider make: the HTTP application, the services it runs beside, and the
+/// pieces tests look into. `LyceumServer.run` runs it on SQLite and local processes; tests build it on
+/// an in-memory store and provider.
+public struct BuiltServer: Sendable {
+    public let application: Application<RouterResponder<LyceumRequestContext>>
+    /// Every service, the application last: controller, background requests, autoscaler, shutdown guard.
+    public let services: [any Service]
+    public let store: any DeploymentStore
+    public let controller: Controller
+    public let gateway: Gateway
+    public let autoscaler: Autoscaler
+    public let authenticator: Authenticator
+    public let httpClient: HTTPClient
+}
+
 /// Builds and runs `lyceum server`: control plane, gateway and controller in one process, one ServiceGroup.
 public enum LyceumServer {
     /// Runs until SIGTERM or SIGINT, then shuts down gracefully: the HTTP server first, then every replica.
@@ -25,11 +41,41 @@ public enum LyceumServer {
         let lock = try DataDirLock(path: "\(config.dataDir)/server.lock")
         defer { lock.release() }
 
-        let store = try DeploymentStore(path: "\(config.dataDir)/lyceum.db")
+        let store = try SQLiteStore(path: "\(config.dataDir)/lyceum.db")
         let sealer = try SecretSealer(keyFile: "\(config.dataDir)/secret.key")
-        let authenticator = Authenticator(store: store)
-        try await bootstrapAdminKey(store: store, authenticator: authenticator, dataDir: config.dataDir)
+        let server = try await buildApplication(
+            configuration: config, store: store, provider: LocalProcessProvider(), probe: { HTTPHealthProbe(client: $0) }, sealer: sealer,
+            logger: logger)
+        try await bootstrapAdminKey(store: store, authenticator: server.authenticator, dataDir: config.dataDir)
 
+        // Shut down in reverse: answer waiting requests 503 and arm the watchdog, stop taking requests and finish
+        // those in flight, finish background ones, then stop replicas. A drain that hangs turns into
+        // cancellation, leaving time to stop replicas; the watchdog ends the process at `shutdown_timeout_s`
+        // whatever happens, after killing every replica process group.
+        var groupConfig = ServiceGroupConfiguration(
+            services: server.services.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        groupConfig.maximumGracefulShutdownDuration = max(
+            .seconds(1), config.shutdownTimeout - config.stopGrace - .seconds(4))
+        let group = ServiceGroup(configuration: groupConfig)
+        do {
+            try await group.run()
+        } catch {
+            try? await server.httpClient.shutdown()
+            throw error
+        }
+        try await server.httpClient.shutdown()
+        logger.info("server stopped")
+    }
+
+    /// Wires the platform from one configuration onto a store and a replica provider. The caller runs
+    /// `services` (in one `ServiceGroup`, in that order) and shuts `httpClient` down afterwards.
+    public static func buildApplication(
+        configuration config: ServerConfiguration, store: any DeploymentStore, provider: any ReplicaProvider,
+        probe makeProbe: (HTTPClient) -> any HealthProbing, sealer: SecretSealer, logger: Logger
+    ) async throws -> BuiltServer {
+        let fm = FileManager.default
+        let authenticator = Authenticator(store: store)
         var clientConfig = HTTPClient.Configuration()
         clientConfig.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 1024)
         clientConfig.timeout = .init(connect: .seconds(2), read: .seconds(600))
@@ -43,14 +89,21 @@ public enum LyceumServer {
         controllerConfig.stopGrace = config.stopGrace
         controllerConfig.maxReplicasPerDeployment = config.maxReplicasPerDeployment
         controllerConfig.orgQuota = config.orgQuota
+        controllerConfig.healthTimeout = config.healthTimeout
+        controllerConfig.answerTimeout = config.answerTimeout
+        controllerConfig.fullReconcileInterval = config.fullReconcileInterval
+        controllerConfig.maxRestartBackoff = config.maxRestartBackoff
+        controllerConfig.drainTimeout = config.drainTimeout
+        controllerConfig.unhealthyRestartAfter = config.unhealthyRestartAfter
+        controllerConfig.maxWrongAnswers = config.maxWrongAnswers
         let lyceumExecutable = (try? fm.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         let hub = HubClient(endpoint: config.hfEndpoint)
         let controller = Controller(
-            store: store, provider: LocalProcessProvider(),
+            store: store, provider: provider,
             launcher: EngineLauncher(
                 lyceumExecutable: lyceumExecutable, vllmExecutable: config.vllmExecutable,
                 llamaServerExecutable: config.llamaServerExecutable),
-            probe: HTTPHealthProbe(client: httpClient), sealer: sealer,
+            probe: makeProbe(httpClient), sealer: sealer,
             downloader: ModelDownloader(cacheDir: config.modelCacheDir, hub: hub, logger: logger),
             configuration: controllerConfig, logger: logger)
 
@@ -71,6 +124,10 @@ public enum LyceumServer {
         let background = BackgroundRequests()
         var gatewayConfig = GatewayConfiguration()
         gatewayConfig.waitQueueLimit = config.waitQueueLimit
+        gatewayConfig.maxAttempts = config.gatewayMaxAttempts
+        gatewayConfig.maxBodyBytes = config.maxBodyBytes
+        gatewayConfig.replicaWait = config.replicaWait
+        gatewayConfig.upstreamTimeout = config.upstreamTimeout
         gatewayConfig.maxInFlightPerOrg = config.orgQuota.maxRequestsInFlight
         gatewayConfig.maxInFlightBytesPerOrg = config.orgQuota.maxRequestBytesInFlight
         gatewayConfig.maxStoredResultsPerOrg = config.orgQuota.maxStoredResults
@@ -85,6 +142,7 @@ public enum LyceumServer {
         autoscalerConfig.idleTimeout = config.idleTimeout
         autoscalerConfig.settle = config.scaleUpSettle
         autoscalerConfig.tolerance = config.scaleTolerance
+        autoscalerConfig.pressureMemory = config.scalePressureMemory
         let autoscaler = Autoscaler(store: store, fleet: controller, traffic: gateway.stats, configuration: autoscalerConfig, logger: logger)
         let metricsNeedKey = config.metricsNeedKey
         router.get("metrics") { request, _ in
@@ -125,29 +183,14 @@ public enum LyceumServer {
             },
             logger: logger)
 
-        // Shut down in reverse: answer waiting requests 503 and arm the watchdog, stop taking requests and finish
-        // those in flight, finish background ones, then stop replicas. A drain that hangs turns into
-        // cancellation, leaving time to stop replicas; the watchdog ends the process at `shutdown_timeout_s`
-        // whatever happens, after killing every replica process group.
         let shutdownGuard = ShutdownGuard(gateway: gateway, timeout: config.shutdownTimeout, logger: logger)
-        var groupConfig = ServiceGroupConfiguration(
-            services: ([controller, background, autoscaler, app, shutdownGuard] as [any Service]).map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
-            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-        groupConfig.maximumGracefulShutdownDuration = max(
-            .seconds(1), config.shutdownTimeout - config.stopGrace - .seconds(4))
-        let group = ServiceGroup(configuration: groupConfig)
-        do {
-            try await group.run()
-        } catch {
-            try? await httpClient.shutdown()
-            throw error
-        }
-        try await httpClient.shutdown()
-        logger.info("server stopped")
+        return BuiltServer(
+            application: app, services: [controller, background, autoscaler, app, shutdownGuard], store: store, controller: controller,
+            gateway: gateway, autoscaler: autoscaler, authenticator: authenticator, httpClient: httpClient)
     }
 
     /// On the first start: an organisation and an admin key, printed once and saved to `admin.key` (0600).
-    static func bootstrapAdminKey(store: DeploymentStore, authenticator: Authenticator, dataDir: String) async throws {
+    static func bootstrapAdminKey(store: any DeploymentStore, authenticator: Authenticator, dataDir: String) async throws {
         guard try await !store.hasAdminKey() else { return }
         let key = try await authenticator.createKey(org: "default", isAdmin: true)
         let path = "\(dataDir)/admin.key"

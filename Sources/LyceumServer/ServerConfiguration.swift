@@ -40,6 +40,20 @@ public struct ServerConfiguration: Sendable {
     /// After a scale-up, how long latency waits before asking for more; the tolerance band around the rate target.
     public var scaleUpSettle: Duration = .seconds(15)
     public var scaleTolerance = 0.1
+    /// How long the rate per replica at which pressure asked a deployment for a replica holds its scale-down back.
+    public var scalePressureMemory: Duration = .seconds(600)
+    /// The controller's and the gateway's remaining knobs (see `ControllerConfiguration`, `GatewayConfiguration`).
+    public var healthTimeout: Duration = .seconds(2)
+    public var answerTimeout: Duration = .seconds(10)
+    public var fullReconcileInterval: Duration = .seconds(60)
+    public var maxRestartBackoff: Duration = .seconds(60)
+    public var drainTimeout: Duration = .seconds(30)
+    public var unhealthyRestartAfter: Duration = .seconds(30)
+    public var maxWrongAnswers = 3
+    public var gatewayMaxAttempts = 3
+    public var maxBodyBytes = 32 << 20
+    public var replicaWait: Duration = .seconds(300)
+    public var upstreamTimeout: Duration = .seconds(900)
     /// Client connections held at once; beyond it new ones wait in the accept queue.
     public var maxConnections = 8192
     /// A new connection's first request head must arrive within this.
@@ -89,11 +103,23 @@ public struct ServerConfiguration: Sendable {
         var metricsAuth: Bool?
         var scaleUpSettleS: Double?
         var scaleTolerance: Double?
+        var scalePressureMemoryS: Double?
         var shutdownTimeoutS: Double?
         var maxConnections: Int?
         var headerTimeoutS: Double?
         var bodyTimeoutS: Double?
         var connectionIdleTimeoutS: Double?
+        var healthTimeoutS: Double?
+        var answerTimeoutS: Double?
+        var fullReconcileIntervalS: Double?
+        var maxRestartBackoffS: Double?
+        var drainTimeoutS: Double?
+        var unhealthyRestartAfterS: Double?
+        var maxWrongAnswers: Int?
+        var gatewayMaxAttempts: Int?
+        var maxBodyBytes: Int?
+        var replicaWaitS: Double?
+        var upstreamTimeoutS: Double?
     }
 
     /// Defaults, with GPU profiles' devices from `gpus`, then the config file (if any) on top.
@@ -124,7 +150,7 @@ public struct ServerConfiguration: Sendable {
         }
         if let v = file.healthIntervalS { config.healthInterval = try seconds(v, "health_interval_s") }
         if let v = file.reconcileIntervalS { config.reconcileInterval = try seconds(v, "reconcile_interval_s") }
-        if let v = file.maxConsecutiveFailures { config.maxConsecutiveFailures = v }
+        if let v = file.maxConsecutiveFailures { config.maxConsecutiveFailures = try count(v, "max_consecutive_failures", 1...1000) }
         if let v = file.restartBackoffS { config.restartBackoff = try seconds(v, "restart_backoff_s") }
         if let v = file.stopGraceS { config.stopGrace = try seconds(v, "stop_grace_s") }
         if let v = file.vllmExecutable { config.vllmExecutable = v }
@@ -141,6 +167,7 @@ public struct ServerConfiguration: Sendable {
         if let v = file.localModelDirs { config.localModelDirs = v.map { ($0 as NSString).expandingTildeInPath } }
         if let v = file.metricsAuth { config.metricsAuth = v }
         if let v = file.scaleUpSettleS { config.scaleUpSettle = try seconds(v, "scale_up_settle_s") }
+        if let v = file.scalePressureMemoryS { config.scalePressureMemory = try seconds(v, "scale_pressure_memory_s") }
         if let v = file.scaleTolerance {
             guard v.isFinite, (0...0.5).contains(v) else { throw ConfigurationError("scale_tolerance must be between 0 and 0.5, not \(v)") }
             config.scaleTolerance = v
@@ -150,7 +177,24 @@ public struct ServerConfiguration: Sendable {
         if let v = file.headerTimeoutS { config.headerTimeout = try seconds(v, "header_timeout_s") }
         if let v = file.bodyTimeoutS { config.bodyTimeout = try seconds(v, "body_timeout_s") }
         if let v = file.connectionIdleTimeoutS { config.connectionIdleTimeout = try seconds(v, "connection_idle_timeout_s") }
+        if let v = file.healthTimeoutS { config.healthTimeout = try seconds(v, "health_timeout_s") }
+        if let v = file.answerTimeoutS { config.answerTimeout = try seconds(v, "answer_timeout_s") }
+        if let v = file.fullReconcileIntervalS { config.fullReconcileInterval = try seconds(v, "full_reconcile_interval_s") }
+        if let v = file.maxRestartBackoffS { config.maxRestartBackoff = try seconds(v, "max_restart_backoff_s") }
+        if let v = file.drainTimeoutS { config.drainTimeout = try seconds(v, "drain_timeout_s") }
+        if let v = file.unhealthyRestartAfterS { config.unhealthyRestartAfter = try seconds(v, "unhealthy_restart_after_s") }
+        if let v = file.maxWrongAnswers { config.maxWrongAnswers = try count(v, "max_wrong_answers", 1...1000) }
+        if let v = file.gatewayMaxAttempts { config.gatewayMaxAttempts = try count(v, "gateway_max_attempts", 1...16) }
+        if let v = file.maxBodyBytes { config.maxBodyBytes = try count(v, "max_body_bytes", (1 << 20)...(1 << 30)) }
+        if let v = file.replicaWaitS { config.replicaWait = try seconds(v, "replica_wait_s") }
+        if let v = file.upstreamTimeoutS { config.upstreamTimeout = try seconds(v, "upstream_timeout_s") }
         return config
+    }
+
+    /// A count from the config file, within its bounds, or a clear error at start.
+    static func count(_ v: Int, _ key: String, _ bounds: ClosedRange<Int>) throws -> Int {
+        guard bounds.contains(v) else { throw ConfigurationError("\(key) must be from \(bounds.lowerBound) to \(bounds.upperBound), not \(v)") }
+        return v
     }
 
     /// A duration from the config file: positive and at most a week, or a clear error at start.

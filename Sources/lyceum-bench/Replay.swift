@@ -16,6 +16,7 @@ struct Replay: AsyncParsableCommand {
     @Option(help: "Time compression: 10 replays 10 minutes of trace in 1.") var speedup: Double = 10
     @Option(help: "Skip this many seconds of the trace first.") var skip: Double = 0
     @Option(help: "Replay at most this many seconds of the trace (before compression).") var span: Double = .infinity
+    @Option(help: "Replay this many trace seconds first, unmeasured, so every deployment meets the measured span warm.") var leadIn: Double = 0
     @Option(help: "Prompt length is divided by this (the simulator's prefill cost is per word).") var promptScale: Double = 1
     @Option(help: "Latency target, ms: the result reports the fraction of requests within it.") var targetMs: Double = 5000
     @Flag(help: "Stream each answer; report time to first token, time per output token and goodput.") var stream = false
@@ -26,6 +27,12 @@ struct Replay: AsyncParsableCommand {
     @Option var label = ""
 
     struct Entry { var at: Double; var prompt: Int; var output: Int }
+
+    static func iso(_ date: Date) -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter.string(from: date)
+    }
 
     static func load(_ path: String) throws -> [Entry] {
         let text = try String(contentsOfFile: path, encoding: .utf8)
@@ -82,17 +89,23 @@ struct Replay: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let entries = try Self.load(trace).filter { $0.at >= skip && $0.at < skip + span }
-        guard let firstAt = entries.first?.at else { throw ValidationError("no requests in that part of the trace") }
+        let all = try Self.load(trace).filter { $0.at >= skip && $0.at < skip + leadIn + span }
+        guard let firstAt = all.first?.at else { throw ValidationError("no requests in that part of the trace") }
+        let measuredFrom = skip + leadIn
+        let entries = all.filter { $0.at >= measuredFrom }
+        guard !entries.isEmpty else { throw ValidationError("no requests in the measured part of the trace") }
         let client = makeClient()
         let state = Shared(State())
         let start = ContinuousClock.now + .milliseconds(100)
+        // Wall-clock times of the measured part, for the usage API.
+        let measuredFromDate = Date().addingTimeInterval(0.1 + (measuredFrom - firstAt) / speedup)
         let target = UInt64(targetMs * 1000)
         let (ttftSlo, tpotSlo) = (UInt64(ttftSloMs * 1000), UInt64(tpotSloMs * 1000))
         let limit = TimeAmount.microseconds(Int64(timeout * 1_000_000))
         let stream = stream
         await withTaskGroup(of: Void.self) { group in
-            for (index, entry) in entries.enumerated() {
+            for (index, entry) in all.enumerated() {
+                let measured = entry.at >= measuredFrom
                 let due = start + .microseconds(Int64((entry.at - firstAt) / speedup * 1_000_000))
                 try? await Task.sleep(until: due, clock: .continuous)
                 var request = HTTPClientRequest(url: url + "/chat/completions")
@@ -123,6 +136,7 @@ struct Replay: AsyncParsableCommand {
                         }
                     } catch {}
                     let latency = micros(ContinuousClock.now - due)
+                    guard measured else { return }
                     state.mutex.withLock { s in
                         guard ok else {
                             s.errors += 1
@@ -151,7 +165,8 @@ struct Replay: AsyncParsableCommand {
             "label": label, "mode": "replay", "requests": entries.count, "ok": s.ok, "errors": s.errors,
             "within_target": Double(s.withinTarget) / Double(max(1, entries.count)), "target_ms": targetMs,
             "p50_ms": ms(s.histogram, 50), "p95_ms": ms(s.histogram, 95), "p99_ms": ms(s.histogram, 99),
-            "trace_seconds": (entries.last!.at - firstAt), "wall_seconds": (entries.last!.at - firstAt) / speedup,
+            "trace_seconds": (entries.last!.at - measuredFrom), "wall_seconds": (entries.last!.at - measuredFrom) / speedup,
+            "lead_in_requests": all.count - entries.count, "measured_from": Self.iso(measuredFromDate), "measured_to": Self.iso(Date()),
         ]
         if stream {
             // Goodput: the fraction of all requests (failed ones included, as misses) that met both targets.

@@ -114,4 +114,72 @@ struct StabiliserTests {
         #expect(at(25, ready: 3) == 3, "a ratio of 0.69 asks for ceil(25/12) = 3")
         #expect(at(20, ready: 3) == 2)
     }
+
+    /// A recorded sequence at 40 req/s against 12 per replica on 4 replicas: the rate is within the band,
+    /// latency still under target, but the engines' queue grows (2, 5, 9): the queue leads.
+    @Test("a growing engine queue adds a replica before latency shows it, once; a queue never lets one go")
+    func engineQueueLeads() {
+        func decision(queued: Int?, growing: Bool, starting: Int = 0, rps: Double = 40) -> ScalingRecommendation {
+            var i = ScalingInput(requestsPerSecond: rps, p95Ms: 900, inFlight: 30, ready: 4, starting: starting, minReplicas: 1, maxReplicas: 8, targetRps: 12, targetLatencyP95Ms: 1500)
+            i.recentP95Ms = 1100
+            i.queued = queued
+            i.queueGrowing = growing
+            return recommendReplicas(i)
+        }
+        #expect(decision(queued: nil, growing: false).replicas == 4, "engines that do not say change nothing")
+        #expect(decision(queued: 2, growing: true).replicas == 4, "fewer queued than ready replicas is noise")
+        let up = decision(queued: 5, growing: true)
+        #expect(up.replicas == 5)
+        #expect(up.reason == "engines queue 5 requests and growing")
+        #expect(decision(queued: 9, growing: true, starting: 1).replicas == 5, "no wind-up: 4 ready and 1 starting ask for no sixth")
+        #expect(decision(queued: 9, growing: false).replicas == 4, "a steady queue is not growth")
+        let held = decision(queued: 3, growing: false, rps: 20)
+        #expect(held.replicas == 4, "the rate asks for 2, but requests still queue")
+        #expect(held.reason.contains("holding: engines still queue 3 requests"))
+    }
+
+    @Test("engine load is read from vLLM's, llama.cpp's and SGLang's metric names; a hostile page cannot trap")
+    func engineLoadParsing() {
+        let vllm = """
+            # HELP vllm:num_requests_waiting Number of requests waiting.
+            # TYPE vllm:num_requests_waiting gauge
+            vllm:num_requests_waiting{model_name="m",engine="0"} 3.0
+            vllm:num_requests_waiting{model_name="m",engine="1"} 2.0
+            vllm:num_requests_running{model_name="m"} 8.0 1712345678
+            vllm:kv_cache_usage_perc{model_name="m"} 0.42
+            vllm:num_requests_waiting_by_reason{reason="capacity"} 99
+            """
+        #expect(EngineLoad.parse(prometheusText: vllm[...]) == EngineLoad(waiting: 5, running: 8, kvCacheUsage: 0.42))
+        let llama = "llamacpp:requests_processing 4\nllamacpp:requests_deferred 1\nllamacpp:kv_cache_usage_ratio 0.25\n"
+        #expect(EngineLoad.parse(prometheusText: llama[...]) == EngineLoad(waiting: 1, running: 4, kvCacheUsage: 0.25))
+        #expect(EngineLoad.parse(prometheusText: "sglang:num_queue_reqs 2\nsglang:num_running_reqs 6\n") == EngineLoad(waiting: 2, running: 6))
+        #expect(EngineLoad.parse(prometheusText: "process_cpu_seconds_total 3\n") == nil, "an engine that does not say")
+        let hostile = "vllm:num_requests_waiting 1e300\nvllm:num_requests_running NaN\nvllm:num_requests_running -4\nvllm:gpu_cache_usage_perc 7\n"
+        #expect(EngineLoad.parse(prometheusText: hostile[...]) == EngineLoad(waiting: 1_000_000, running: 0, kvCacheUsage: 1))
+        let sum = EngineLoad.total([EngineLoad(waiting: Int.max, running: 1, kvCacheUsage: 0.3), EngineLoad(waiting: 5, running: 2, kvCacheUsage: 0.9)])
+        #expect(sum == EngineLoad(waiting: Int.max, running: 3, kvCacheUsage: 0.9))
+        #expect(EngineLoad.total([EngineLoad]()) == nil)
+    }
+
+    /// The benchmark's flap at target 24 on the conversation trace: 3 replicas were slow at 56 req/s and a
+    /// fourth was added, then the rate rule (ceil(52 / 24) = 3) released it and the queue asked for it again.
+    @Test("a scale-down never goes below what the rate per replica at which pressure asked for a replica supports")
+    func pressureMemoryHoldsScaleDown() {
+        func decision(rps: Double, learned: Double?) -> ScalingRecommendation {
+            var i = ScalingInput(requestsPerSecond: rps, p95Ms: 400, inFlight: 20, ready: 4, starting: 0, minReplicas: 1, maxReplicas: 8, targetRps: 24, targetLatencyP95Ms: 1500)
+            i.pressureAtRpsPerReplica = learned
+            return recommendReplicas(i)
+        }
+        #expect(decision(rps: 66, learned: nil).replicas == 3, "the rate alone releases one")
+        let held = decision(rps: 66, learned: 65.0 / 3)
+        #expect(held.replicas == 4)
+        #expect(held.reason.contains("holding 4: pressure appeared at 21.7 req/s per replica"))
+        #expect(decision(rps: 50, learned: 65.0 / 3).replicas == 3, "well below where they queued, it scales down")
+        #expect(decision(rps: 70, learned: 0.001).replicas == 4, "a floor never raises the count above the current capacity")
+        var i = ScalingInput(requestsPerSecond: 40, p95Ms: 400, inFlight: 30, ready: 3, starting: 0, minReplicas: 1, maxReplicas: 8, targetRps: 24, targetLatencyP95Ms: 1500)
+        i.queued = 6
+        i.queueGrowing = true
+        #expect(recommendReplicas(i).byPressure, "the autoscaler learns the rate from a decision pressure led")
+    }
 }
+

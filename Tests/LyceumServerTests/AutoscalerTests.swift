@@ -1,5 +1,6 @@
 import Controller
 import DeploymentStore
+import SQLiteStore
 import Foundation
 @testable import Gateway
 import InferenceCore
@@ -18,9 +19,9 @@ final class ManualTime: Sendable {
 
 /// Stands in for the controller: replicas become ready the moment they are wanted, and pauses are recorded.
 final class FleetStandIn: ReplicaFleet {
-    let store: DeploymentStore
+    let store: any DeploymentStore
     let paused = Mutex<[String]>([])
-    init(store: DeploymentStore) { self.store = store }
+    init(store: any DeploymentStore) { self.store = store }
     func replicaCounts(deploymentId: String) async -> (ready: Int, starting: Int) {
         ((try? await store.deployment(id: deploymentId))?.desiredReplicas ?? 0, 0)
     }
@@ -35,7 +36,7 @@ final class FleetStandIn: ReplicaFleet {
 struct AutoscalerServiceTests {
     struct Rig {
         let dir: String
-        let store: DeploymentStore
+        let store: any DeploymentStore
         let time = ManualTime()
         let stats: GatewayStats
         let fleet: FleetStandIn
@@ -43,7 +44,7 @@ struct AutoscalerServiceTests {
 
         init(idleTimeout: Double = 3600) async throws {
             dir = try temporaryDirectory()
-            store = try DeploymentStore(path: dir + "/lyceum.db")
+            store = try SQLiteStore(path: dir + "/lyceum.db")
             let org = try await store.ensureOrganization(named: "acme").id
             let spec = DeploymentSpec(
                 hfModelId: "m/x", hardwareProfile: "sim.h100", targetRps: 10, targetLatencyP95Ms: 5000, stabilisationWindow: 60,

@@ -1,6 +1,7 @@
 import ControlPlane
 @testable import Controller
 import DeploymentStore
+import SQLiteStore
 import Foundation
 @testable import Gateway
 import InferenceCore
@@ -19,7 +20,7 @@ struct DownProbe: HealthProbing {
 struct HardeningTests {
     /// A deployment row as it could be stored before validation bounded every number (issue: these rows
     /// crashed the server again after every restart).
-    func hostileRow(_ store: DeploymentStore, id: String, targetRps: Double, desired: Int, profile: String) async throws {
+    func hostileRow(_ store: any DeploymentStore, id: String, targetRps: Double, desired: Int, profile: String) async throws {
         let org = try await store.ensureOrganization(named: "tenant").id
         var spec = DeploymentSpec(hfModelId: "m/x", hardwareProfile: profile, targetRps: 10, targetLatencyP95Ms: 1500, stabilisationWindow: 30)
         spec.minReplicas = desired
@@ -35,7 +36,7 @@ struct HardeningTests {
     @Test("target_rps of 1e-300 with traffic: the autoscaler decides without trapping, within max_replicas", .timeLimit(.minutes(1)))
     func tinyTargetDoesNotTrap() async throws {
         let dir = try temporaryDirectory()
-        let store = try DeploymentStore(path: dir + "/lyceum.db")
+        let store = try SQLiteStore(path: dir + "/lyceum.db")
         try await hostileRow(store, id: "d", targetRps: 1e-300, desired: 1, profile: "sim.h100")
         try await store.updateDeployment(id: "d") { $0.maxReplicas = 8 }
         let time = ManualTime()
@@ -60,7 +61,7 @@ struct HardeningTests {
     @Test("a stored desired count of 1e14 creates at most the per-deployment ceiling of replica rows, at once", .timeLimit(.minutes(1)))
     func hugeDesiredCountIsClamped() async throws {
         let dir = try temporaryDirectory()
-        let store = try DeploymentStore(path: dir + "/lyceum.db")
+        let store = try SQLiteStore(path: dir + "/lyceum.db")
         try await hostileRow(store, id: "huge", targetRps: 10, desired: 100_000_000_000_000, profile: "gpu.none")
         let profile = HardwareProfile(name: "gpu.none", engine: .vllm, gpuType: "h100", gpuCount: 1, pricePerHour: "1", devices: [], readyTimeoutS: 60)
         var configuration = ControllerConfiguration(dataDir: dir, profiles: [profile])

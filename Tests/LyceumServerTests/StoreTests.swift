@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import DeploymentStore
+import SQLiteStore
 import InferenceCore
 
 func temporaryDirectory() throws -> String {
@@ -18,7 +19,7 @@ struct StoreTests {
         let path = dir + "/lyceum.db"
         let orgId: String
         do {
-            let store = try DeploymentStore(path: path)
+            let store = try SQLiteStore(path: path)
             orgId = try await store.ensureOrganization(named: "acme").id
             let spec = DeploymentSpec(hfModelId: "m/x", hardwareProfile: "sim.h100", targetRps: 5, targetLatencyP95Ms: 100, stabilisationWindow: 30, minReplicas: 2, maxReplicas: 4)
             try await store.insert(DeploymentRecord(id: "d1", orgId: orgId, spec: spec, hfTokenSealed: nil, now: Date()), event: "created")
@@ -26,7 +27,7 @@ struct StoreTests {
             try await store.updateReplica(id: "r1") { $0.status = .running; $0.pid = 42; $0.healthy = true }
             try await store.updateDeployment(id: "d1") { $0.status = .running }
         }
-        let reopened = try DeploymentStore(path: path)
+        let reopened = try SQLiteStore(path: path)
         let d = try #require(try await reopened.deployment(id: "d1"))
         #expect(d.status == .running && d.desiredReplicas == 2 && d.maxReplicas == 4 && d.orgId == orgId)
         let live = try await reopened.liveReplicas()
@@ -39,7 +40,7 @@ struct StoreTests {
     func keys() async throws {
         let dir = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let store = try DeploymentStore(path: dir + "/lyceum.db")
+        let store = try SQLiteStore(path: dir + "/lyceum.db")
         let auth = Authenticator(store: store)
         let key = try await auth.createKey(org: "acme", isAdmin: false)
         #expect(key.hasPrefix("lk_") && key.count == 43)
@@ -55,7 +56,7 @@ struct StoreTests {
     func resultsRace() async throws {
         let dir = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let store = try DeploymentStore(path: dir + "/lyceum.db")
+        let store = try SQLiteStore(path: dir + "/lyceum.db")
         try await store.saveResult(RequestResultRecord(id: "q", orgId: "o", deploymentId: "d", status: "completed", httpStatus: 200, body: Data("{}".utf8), createdAt: Date(), completedAt: Date()))
         try await store.insertPendingResult(id: "q", orgId: "o", deploymentId: "d")
         #expect(try await store.result(id: "q")?.status == "completed")

@@ -154,3 +154,22 @@ def test_metered_replica_seconds_match_process_lifetimes_within_one_percent(star
     assert abs(metered - actual) <= 0.01 * actual, f"metered {metered:.3f} s, processes lived {actual:.3f} s"
     expected_cost = metered / 3600 * 3.60
     assert abs(float(usage["cost"]) - expected_cost) < 0.0001, usage
+
+
+def test_a_growing_engine_queue_scales_up_before_rate_or_latency_would(start_server):
+    # One sequence at a time and 0.8 s per answer (3 tokens): at 3 req/s the simulator's own queue
+    # (vllm:num_requests_waiting on its /metrics) grows while the rate (3 of 1000 req/s) and the p95 target
+    # (a minute) ask for nothing. Only the engines' signal can scale this deployment.
+    slow = dict(PROFILE, name="sim.queue", engine_args=["--ttft-ms", "10", "--itl-ms", "400", "--max-num-seqs", "1", "--jitter", "0"])
+    server = start_server(config={"hardware_profiles": [slow], "health_interval_s": 0.5}, args=["--autoscale-interval", "0.5"])
+    d = server.create(hardware_profile="sim.queue", target_rps=1000, target_latency_p95_ms=60000, min_replicas=1, max_replicas=3,
+                      stabilisation_window=30)
+    server.wait_status(d, "running")
+    with Load(server, d) as load:
+        load.rate = 3
+        wait_for(lambda: desired(server, d) >= 2, timeout=30, what="a scale-up on the engines' queue")
+        load.rate = 0
+    scaled = [e for e in server.events(d) if e["kind"] == "scaled"]
+    assert scaled and "engines queue" in scaled[0]["message"], scaled
+    assert "queued" in scaled[0]["message"] and "running" in scaled[0]["message"], "the event names the engine signals it used"
+    assert load.failures == [], load.failures[:5]

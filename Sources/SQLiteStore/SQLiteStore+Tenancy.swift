@@ -1,8 +1,9 @@
+import DeploymentStore
 import Foundation
 import GRDB
 
 /// What one organisation holds and is allowed: the facts per-organisation limits and model access need.
-extension DeploymentStore {
+extension SQLiteStore {
     public func organization(id: String) async throws -> OrganizationRecord? {
         try await read { db in try OrganizationRecord.fetchOne(db, key: id) }
     }
@@ -15,7 +16,7 @@ extension DeploymentStore {
     }
 
     /// Records that this organisation's own create passed the Hub's access check for `repo`.
-    public func grantModel(orgId: String, repo: String, at: Date = Date()) async throws {
+    public func grantModel(orgId: String, repo: String, at: Date) async throws {
         try await write { db in
             try db.execute(
                 sql: "INSERT INTO model_grants (orgId, repo, grantedAt) VALUES (?, ?, ?) ON CONFLICT(orgId, repo) DO UPDATE SET grantedAt = excluded.grantedAt",

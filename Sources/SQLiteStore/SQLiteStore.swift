@@ -1,12 +1,13 @@
+import DeploymentStore
 import Foundation
 import GRDB
 import InferenceCore
 
-/// The platform's state in one SQLite file (WAL): everything a restart needs.
+/// The platform's state in one SQLite file (WAL): everything a restart needs. The embedded default store.
 ///
 /// Every method uses GRDB's async API, so no database work blocks the cooperative pool.
 /// Multi-row changes happen in one transaction: a refused or interrupted request leaves nothing half-written.
-public final class DeploymentStore: Sendable {
+public final class SQLiteStore: DeploymentStore {
     private let db: DatabasePool
 
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
@@ -35,7 +36,7 @@ public final class DeploymentStore: Sendable {
     }
 
     /// Returns the organisation with this name, creating it if it does not exist.
-    public func ensureOrganization(named name: String, now: Date = Date()) async throws -> OrganizationRecord {
+    public func ensureOrganization(named name: String, now: Date) async throws -> OrganizationRecord {
         try await db.write { db in
             if let org = try OrganizationRecord.filter(Column("name") == name).fetchOne(db) { return org }
             let org = OrganizationRecord(id: UUID().uuidString.lowercased(), name: name, createdAt: now)
@@ -72,7 +73,7 @@ public final class DeploymentStore: Sendable {
     }
 
     /// An organisation's deployments, newest first; a page of them when `limit` is given.
-    public func deployments(orgId: String, includeTerminated: Bool, limit: Int? = nil, offset: Int = 0) async throws -> [DeploymentRecord] {
+    public func deployments(orgId: String, includeTerminated: Bool, limit: Int?, offset: Int) async throws -> [DeploymentRecord] {
         try await db.read { db in
             var q = DeploymentRecord.filter(Column("orgId") == orgId)
             if !includeTerminated { q = q.filter(Column("status") != DeploymentStatus.stopped.rawValue) }
@@ -92,7 +93,7 @@ public final class DeploymentStore: Sendable {
     /// Applies `change` to the stored deployment in one transaction; returns the new record, or nil if unknown.
     @discardableResult
     public func updateDeployment(
-        id: String, now: Date = Date(), _ change: @Sendable @escaping (inout DeploymentRecord) -> Void
+        id: String, now: Date, _ change: @Sendable @escaping (inout DeploymentRecord) -> Void
     ) async throws -> DeploymentRecord? {
         try await db.write { db in
             guard var d = try DeploymentRecord.fetchOne(db, key: id) else { return nil }
@@ -153,14 +154,14 @@ public final class DeploymentStore: Sendable {
 
     // MARK: Events
 
-    public func addEvent(deploymentId: String, kind: String, message: String, at: Date = Date()) async throws {
+    public func addEvent(deploymentId: String, kind: String, message: String, at: Date) async throws {
         try await db.write { db in
             var e = EventRecord(id: nil, deploymentId: deploymentId, at: at, kind: kind, message: message)
             try e.insert(db)
         }
     }
 
-    public func events(deploymentId: String, limit: Int = 500) async throws -> [EventRecord] {
+    public func events(deploymentId: String, limit: Int) async throws -> [EventRecord] {
         try await db.read { db in
             try EventRecord.filter(Column("deploymentId") == deploymentId).order(Column("id").desc).limit(limit)
                 .fetchAll(db).reversed()
