@@ -26,6 +26,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         .target(
@@ -50,6 +51,16 @@ let package = Package(
             dependencies: [
                 "InferenceCore", "DeploymentStore",
                 .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "PostgresStore",
+            dependencies: [
+                "InferenceCore", "DeploymentStore",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -118,7 +129,8 @@ let package = Package(
         .target(
             name: "LyceumServer",
             dependencies: [
-                "InferenceCore", "DeploymentStore", "SQLiteStore", "Replicas", "Controller", "ControlPlane", "Gateway", "ModelHub", "Routing",
+                "InferenceCore", "DeploymentStore", "SQLiteStore", "PostgresStore", "Replicas", "Controller", "ControlPlane", "Gateway", "ModelHub",
+                "Routing",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -163,11 +175,12 @@ let package = Package(
         .testTarget(
             name: "LyceumServerTests",
             dependencies: [
-                "LyceumServer", "DeploymentStore", "SQLiteStore", "Replicas", "Controller", "Gateway", "InferenceCore", "ModelHub", "ControlPlane", "Routing",
+                "LyceumServer", "DeploymentStore", "SQLiteStore", "PostgresStore", "Replicas", "Controller", "Gateway", "InferenceCore", "ModelHub", "ControlPlane", "Routing",
                 .product(name: "PropertyBased", package: "swift-property-based"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
             ],
             swiftSettings: swiftSettings
         ),

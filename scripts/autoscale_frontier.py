@@ -115,7 +115,7 @@ class Fixed:
 class Ours:
     """The shipped policy (InferenceCore/ScalingPolicy.swift): arrivals over 10 s held within a 10% band; a
     2 s burst window leading on a doubling (and while the burst lasts); one more when the recent (10 s) p95
-    is over target or the engines' queue grows past one per ready replica, but only once no replica is
+    is over target while the engines queue, or the engines' queue grows past one per ready replica, but only once no replica is
     starting (and, for latency, 15 s after the last scale-up's replicas serve); never down while engines
     queue, nor below what the rate per replica at which pressure last asked for one supports; at most doubling per
     decision; scale-down to the highest recommendation of the stabilisation window."""
@@ -148,7 +148,8 @@ class Ours:
         self.last_queued = queued
         # Latency waits for a scale-up's replicas to serve for `settle` seconds; a growing queue does not.
         settled = self.arrived is not None and now - max(self.arrived, self.last_up or -1e9) >= self.settle
-        if current + 1 > want and starting == 0 and (growing or (r > 0 and recent > TARGET and settled)):
+        # Latency acts only while the engines queue (otherwise the slow answers waited before).
+        if current + 1 > want and starting == 0 and (growing or (r > 0 and recent > TARGET and settled and queued > 0)):
             want = current + 1
             if ready == current:
                 self.queued_at = (now, max(r, rate(2)) / ready)

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Runs every test: Swift unit and integration tests, then end-to-end tests against real
-# `lyceum server` processes with real simulator replicas and the official `openai` client.
-# Installs what the tests need: a Python virtual environment in .venv (pytest, openai, requests, gguf)
-# and llama.cpp's llama-server (built from PyPI's llama-cpp-python source, cached per version).
+# Runs every test: Swift unit and integration tests (the store contract also against a real PostgreSQL
+# server, started here in a temporary folder), then end-to-end tests against real `lyceum server`
+# processes with real simulator replicas and the official `openai` client.
+# Installs what the tests need: PostgreSQL (Debian packages), a Python virtual environment in .venv
+# (pytest, openai, requests, gguf) and llama.cpp's llama-server (built from PyPI's llama-cpp-python
+# source, cached per version).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +13,8 @@ if [ ! -x .venv/bin/pytest ] || ! .venv/bin/python -c "import openai, requests, 
   .venv/bin/pip install --quiet --upgrade pip
   .venv/bin/pip install --quiet -r tests/e2e/requirements.txt
 fi
+
+source scripts/postgres.sh
 
 swift build
 swift test

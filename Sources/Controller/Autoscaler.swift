@@ -138,6 +138,7 @@ public actor Autoscaler: Service {
             let load = await fleet.engineLoad(deploymentId: deployment.id)
             if let load {
                 input.queued = load.waiting
+                input.kvCacheUsage = load.kvCacheUsage
                 input.queueGrowing = load.waiting > (lastQueued[deployment.id] ?? 0)
             }
             lastQueued[deployment.id] = load?.waiting

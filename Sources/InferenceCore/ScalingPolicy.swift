@@ -35,6 +35,8 @@ public struct ScalingInput: Sendable, Equatable {
     public var queued: Int?
     /// The engines' queue grew since the last decision: demand the arrival rate has not shown yet.
     public var queueGrowing = false
+    /// The fullest KV cache among the ready replicas' engines, 0 to 1, where they report it.
+    public var kvCacheUsage: Double?
     /// The rate per replica at which latency or the engines' queue last asked for a replica (within the
     /// last ten minutes): what a replica of this deployment really holds. A scale-down never goes below
     /// what it supports, so the rate rule cannot release a replica that pressure just asked for (the flap
@@ -111,7 +113,13 @@ public func recommendReplicas(_ input: ScalingInput) -> ScalingRecommendation {
         pressure = "engines queue \(queued) request\(queued == 1 ? "" : "s") and growing"
         byQueue = true
     } else if input.requestsPerSecond > 0 || input.inFlight > 0, latency > input.targetLatencyP95Ms {
-        pressure = String(format: "p95 latency %.0f ms over the %g ms target", latency, input.targetLatencyP95Ms)
+        if let engineQueue = input.queued, engineQueue == 0, (input.kvCacheUsage ?? 0) < 0.9 {
+            // The engines say they hold nothing waiting and have room: the slow answers are old news (they
+            // waited before, during a cold start), and another replica would not make them faster.
+            reason += String(format: "; p95 %.0f ms is over the %g ms target, but the engines queue nothing", latency, input.targetLatencyP95Ms)
+        } else {
+            pressure = String(format: "p95 latency %.0f ms over the %g ms target", latency, input.targetLatencyP95Ms)
+        }
     }
     if let pressure, saturatingAdd(capacity, 1) > want {
         // No wind-up: replicas already asked for are capacity on its way; wait for them, and (for latency,

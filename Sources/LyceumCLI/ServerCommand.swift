@@ -19,6 +19,8 @@ struct ServerCommand: AsyncParsableCommand {
     var idleTimeout: Double?
     @Option(name: .customLong("autoscale-interval"), help: "Seconds between autoscaling decisions. Default 5.")
     var autoscaleInterval: Double?
+    @Option(help: "Where state lives: postgres://user[:password]@host[:port]/database. Default: SQLite in the data directory.")
+    var store: String?
 
     func run() async throws {
         let level = Logger.Level(rawValue: logLevel) ?? .info
@@ -35,6 +37,7 @@ struct ServerCommand: AsyncParsableCommand {
         if let port { configuration.port = port }
         if let idleTimeout { configuration.idleTimeout = .milliseconds(Int64(idleTimeout * 1000)) }
         if let autoscaleInterval { configuration.autoscaleInterval = .milliseconds(Int64(autoscaleInterval * 1000)) }
+        if let store { configuration.storeURL = store }
         if !gpus.isEmpty {
             logger.info("GPUs found", metadata: ["gpus": "\(gpus.map { "\($0.index): \($0.name)" }.joined(separator: "; "))"])
         }

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import ControlPlane
 import Controller
 import DeploymentStore
+import PostgresStore
 import SQLiteStore
 import Foundation
 import Gateway
@@ -41,7 +42,7 @@ public enum LyceumServer {
         let lock = try DataDirLock(path: "\(config.dataDir)/server.lock")
         defer { lock.release() }
 
-        let store = try SQLiteStore(path: "\(config.dataDir)/lyceum.db")
+        let (store, fleetLock) = try await openStore(config, logger: logger)
         let sealer = try SecretSealer(keyFile: "\(config.dataDir)/secret.key")
         let server = try await buildApplication(
             configuration: config, store: store, provider: LocalProcessProvider(), probe: { HTTPHealthProbe(client: $0) }, sealer: sealer,
@@ -58,14 +59,43 @@ public enum LyceumServer {
         groupConfig.maximumGracefulShutdownDuration = max(
             .seconds(1), config.shutdownTimeout - config.stopGrace - .seconds(4))
         let group = ServiceGroup(configuration: groupConfig)
+        // Losing the fleet lock means another instance may take the fleet over: stop acting at once.
+        let watch = fleetLock.map { lock in
+            Task {
+                await lock.lost()
+                guard !Task.isCancelled else { return }
+                logger.critical("lost the PostgreSQL connection that holds the fleet lock; exiting so that no two instances run the fleet")
+                exit(75)
+            }
+        }
         do {
             try await group.run()
         } catch {
+            watch?.cancel()
             try? await server.httpClient.shutdown()
             throw error
         }
+        watch?.cancel()
+        await fleetLock?.release()
+        await (store as? PostgresStore)?.shutdown()
         try await server.httpClient.shutdown()
         logger.info("server stopped")
+    }
+
+    /// SQLite in the data directory, or PostgreSQL with this instance holding the database's fleet lock
+    /// (one instance per database until leader election lets several share it).
+    static func openStore(_ config: ServerConfiguration, logger: Logger) async throws -> (any DeploymentStore, FleetLock?) {
+        guard let url = config.storeURL else { return (try SQLiteStore(path: "\(config.dataDir)/lyceum.db"), nil) }
+        guard let lock = try await FleetLock.acquire(url: url, logger: logger) else {
+            throw ConfigurationError(
+                "another lyceum server runs the fleet of this database (it holds the fleet lock); one instance per database for now")
+        }
+        do {
+            return (try await PostgresStore(url: url, logger: logger), lock)
+        } catch {
+            await lock.release()
+            throw error
+        }
     }
 
     /// Wires the platform from one configuration onto a store and a replica provider. The caller runs

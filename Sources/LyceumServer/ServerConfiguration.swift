@@ -18,6 +18,8 @@ public struct ServerConfiguration: Sendable {
     public var llamaServerExecutable = "llama-server"
     public var autoscaleInterval: Duration = .seconds(5)
     public var idleTimeout: Duration = .seconds(3600)
+    /// Where the platform's state lives: nil for SQLite in the data directory, or `postgres://user@host/db`.
+    public var storeURL: String?
     /// Requests one paused or starting deployment may hold waiting; beyond it, 429.
     public var waitQueueLimit = 1000
     /// The Hugging Face Hub (or a mirror): `HF_ENDPOINT` unless the config file says otherwise.
@@ -91,6 +93,7 @@ public struct ServerConfiguration: Sendable {
         var vllmExecutable: String?
         var llamaServerExecutable: String?
         var autoscaleIntervalS: Double?
+        var storeUrl: String?
         var idleTimeoutS: Double?
         var waitQueueLimit: Int?
         var hfEndpoint: String?
@@ -177,6 +180,7 @@ public struct ServerConfiguration: Sendable {
         if let v = file.headerTimeoutS { config.headerTimeout = try seconds(v, "header_timeout_s") }
         if let v = file.bodyTimeoutS { config.bodyTimeout = try seconds(v, "body_timeout_s") }
         if let v = file.connectionIdleTimeoutS { config.connectionIdleTimeout = try seconds(v, "connection_idle_timeout_s") }
+        if let v = file.storeUrl { config.storeURL = v }
         if let v = file.healthTimeoutS { config.healthTimeout = try seconds(v, "health_timeout_s") }
         if let v = file.answerTimeoutS { config.answerTimeout = try seconds(v, "answer_timeout_s") }
         if let v = file.fullReconcileIntervalS { config.fullReconcileInterval = try seconds(v, "full_reconcile_interval_s") }

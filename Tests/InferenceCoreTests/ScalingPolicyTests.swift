@@ -181,5 +181,24 @@ struct StabiliserTests {
         i.queueGrowing = true
         #expect(recommendReplicas(i).byPressure, "the autoscaler learns the rate from a decision pressure led")
     }
+
+    /// The benchmark's first decision at target 24: p95 1753 ms over the 1500 ms target from answers that
+    /// waited during the lead-in's cold start, while the 4 ready replicas' engines queued nothing.
+    @Test("latency is old news while the engines queue nothing and have room")
+    func latencyNeedsEngineEvidence() {
+        func decision(queued: Int?, kv: Double? = nil) -> ScalingRecommendation {
+            var i = ScalingInput(requestsPerSecond: 45.5, p95Ms: 5505, inFlight: 27, ready: 4, starting: 0, minReplicas: 1, maxReplicas: 8, targetRps: 24, targetLatencyP95Ms: 1500)
+            i.recentP95Ms = 1753
+            i.queued = queued
+            i.kvCacheUsage = kv
+            return recommendReplicas(i)
+        }
+        let held = decision(queued: 0)
+        #expect(held.replicas < 5)
+        #expect(held.reason.contains("p95 1753 ms is over the 1500 ms target, but the engines queue nothing"))
+        #expect(decision(queued: 2).replicas == 5, "a queue backs the latency up")
+        #expect(decision(queued: 0, kv: 0.95).replicas == 5, "so does a nearly full KV cache")
+        #expect(decision(queued: nil).replicas == 5, "engines that do not say leave latency in charge")
+    }
 }
 

@@ -1,0 +1,53 @@
+"""`lyceum server --store postgres://...` against a real PostgreSQL server (Debian's, started by
+scripts/test.sh in a temporary folder on loopback): the platform's state lives in PostgreSQL, survives a
+restart, and a second instance on the same database refuses to run the fleet beside the first."""
+import os
+import subprocess
+import uuid
+
+import pytest
+
+from harness import LYCEUM_BIN, start_server, wait_for  # noqa: F401
+
+POSTGRES = os.environ.get("LYCEUM_TEST_POSTGRES_URL")
+pytestmark = pytest.mark.skipif(not POSTGRES, reason="scripts/test.sh starts PostgreSQL and sets LYCEUM_TEST_POSTGRES_URL")
+
+
+def fresh_database():
+    name = "e2e_" + uuid.uuid4().hex
+    subprocess.run(["psql", POSTGRES, "-qc", f"CREATE DATABASE {name}"], check=True)
+    return POSTGRES.rsplit("/", 1)[0] + "/" + name
+
+
+def sql(url, query):
+    return subprocess.run(["psql", url, "-tAc", query], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_state_lives_in_postgres_survives_a_restart_and_one_instance_runs_the_fleet(start_server, tmp_path):
+    url = fresh_database()
+    server = start_server(args=["--store", url], name="pg")
+    d = server.create(min_replicas=2, max_replicas=2)
+    server.wait_status(d, "running")
+    r = server.chat(d)
+    assert r.status_code == 200, r.text
+    assert sql(url, f"SELECT status FROM deployments WHERE id = '{d}'") == "running"
+    assert sql(url, f"SELECT count(*) FROM replicas WHERE deployment_id = '{d}' AND status = 'running' AND healthy") == "2"
+    assert sql(url, "SELECT count(*) FROM api_keys WHERE is_admin") == "1"
+    assert not os.path.exists(os.path.join(server.data_dir, "lyceum.db")), "no SQLite file when the store is PostgreSQL"
+
+    # A second instance on the same database would run the same fleet: it refuses, saying why.
+    second = subprocess.run(
+        [LYCEUM_BIN, "server", "--port", "0", "--data-dir", str(tmp_path / "second"), "--store", url],
+        capture_output=True, text=True, timeout=60)
+    assert second.returncode != 0
+    assert "another lyceum server runs the fleet of this database" in second.stderr + second.stdout
+
+    # Restarted, the server finds its deployment, key and events in PostgreSQL and serves again.
+    server.terminate()
+    server.start()
+    server.wait_status(d, "running")
+    wait_for(lambda: server.chat(d).status_code == 200, timeout=30, what="answers after the restart")
+    kinds = [e["kind"] for e in server.events(d)]
+    assert kinds[0] == "created" and kinds.count("replica_healthy") >= 4, kinds
+    runs = sql(url, f"SELECT count(*) FROM replica_runs WHERE deployment_id = '{d}' AND ended_at IS NOT NULL")
+    assert int(runs) >= 2, "the first two replicas' runs were closed when the server stopped them"
