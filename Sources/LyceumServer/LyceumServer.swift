@@ -111,7 +111,9 @@ public enum LyceumServer {
         clientConfig.timeout = .init(connect: .seconds(2), read: .seconds(600))
         let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfig)
 
-        var controllerConfig = ControllerConfiguration(dataDir: config.dataDir, profiles: config.profiles)
+        var controllerConfig = config.controller
+        controllerConfig.dataDir = config.dataDir
+        controllerConfig.profiles = config.profiles
         controllerConfig.healthInterval = config.healthInterval
         controllerConfig.reconcileInterval = config.reconcileInterval
         controllerConfig.maxConsecutiveFailures = config.maxConsecutiveFailures
@@ -119,13 +121,6 @@ public enum LyceumServer {
         controllerConfig.stopGrace = config.stopGrace
         controllerConfig.maxReplicasPerDeployment = config.maxReplicasPerDeployment
         controllerConfig.orgQuota = config.orgQuota
-        controllerConfig.healthTimeout = config.healthTimeout
-        controllerConfig.answerTimeout = config.answerTimeout
-        controllerConfig.fullReconcileInterval = config.fullReconcileInterval
-        controllerConfig.maxRestartBackoff = config.maxRestartBackoff
-        controllerConfig.drainTimeout = config.drainTimeout
-        controllerConfig.unhealthyRestartAfter = config.unhealthyRestartAfter
-        controllerConfig.maxWrongAnswers = config.maxWrongAnswers
         let lyceumExecutable = (try? fm.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         let hub = HubClient(endpoint: config.hfEndpoint)
         let controller = Controller(
@@ -152,12 +147,8 @@ public enum LyceumServer {
             profiles: config.profiles, hub: hub, hubCheckTimeout: config.hubCheckTimeout, policy: policy
         ).add(to: router)
         let background = BackgroundRequests()
-        var gatewayConfig = GatewayConfiguration()
+        var gatewayConfig = config.gateway
         gatewayConfig.waitQueueLimit = config.waitQueueLimit
-        gatewayConfig.maxAttempts = config.gatewayMaxAttempts
-        gatewayConfig.maxBodyBytes = config.maxBodyBytes
-        gatewayConfig.replicaWait = config.replicaWait
-        gatewayConfig.upstreamTimeout = config.upstreamTimeout
         gatewayConfig.maxInFlightPerOrg = config.orgQuota.maxRequestsInFlight
         gatewayConfig.maxInFlightBytesPerOrg = config.orgQuota.maxRequestBytesInFlight
         gatewayConfig.maxStoredResultsPerOrg = config.orgQuota.maxStoredResults

@@ -1,4 +1,6 @@
+import Controller
 import Foundation
+import Gateway
 import InferenceCore
 import ModelHub
 import Replicas
@@ -44,18 +46,10 @@ public struct ServerConfiguration: Sendable {
     public var scaleTolerance = 0.1
     /// How long the rate per replica at which pressure asked a deployment for a replica holds its scale-down back.
     public var scalePressureMemory: Duration = .seconds(600)
-    /// The controller's and the gateway's remaining knobs (see `ControllerConfiguration`, `GatewayConfiguration`).
-    public var healthTimeout: Duration = .seconds(2)
-    public var answerTimeout: Duration = .seconds(10)
-    public var fullReconcileInterval: Duration = .seconds(60)
-    public var maxRestartBackoff: Duration = .seconds(60)
-    public var drainTimeout: Duration = .seconds(30)
-    public var unhealthyRestartAfter: Duration = .seconds(30)
-    public var maxWrongAnswers = 3
-    public var gatewayMaxAttempts = 3
-    public var maxBodyBytes = 32 << 20
-    public var replicaWait: Duration = .seconds(300)
-    public var upstreamTimeout: Duration = .seconds(900)
+    /// The controller's remaining knobs (its data directory and profiles are set from the fields above when
+    /// the server is built), and the gateway's; their defaults live in one place, their types.
+    public var controller: ControllerConfiguration
+    public var gateway = GatewayConfiguration()
     /// Client connections held at once; beyond it new ones wait in the accept queue.
     public var maxConnections = 8192
     /// A new connection's first request head must arrive within this.
@@ -73,6 +67,7 @@ public struct ServerConfiguration: Sendable {
     public init(dataDir: String, profiles: [HardwareProfile]) {
         self.dataDir = dataDir
         self.profiles = profiles
+        controller = ControllerConfiguration(dataDir: dataDir, profiles: profiles)
     }
 
     public static var defaultDataDir: String {
@@ -181,17 +176,17 @@ public struct ServerConfiguration: Sendable {
         if let v = file.bodyTimeoutS { config.bodyTimeout = try seconds(v, "body_timeout_s") }
         if let v = file.connectionIdleTimeoutS { config.connectionIdleTimeout = try seconds(v, "connection_idle_timeout_s") }
         if let v = file.storeUrl { config.storeURL = v }
-        if let v = file.healthTimeoutS { config.healthTimeout = try seconds(v, "health_timeout_s") }
-        if let v = file.answerTimeoutS { config.answerTimeout = try seconds(v, "answer_timeout_s") }
-        if let v = file.fullReconcileIntervalS { config.fullReconcileInterval = try seconds(v, "full_reconcile_interval_s") }
-        if let v = file.maxRestartBackoffS { config.maxRestartBackoff = try seconds(v, "max_restart_backoff_s") }
-        if let v = file.drainTimeoutS { config.drainTimeout = try seconds(v, "drain_timeout_s") }
-        if let v = file.unhealthyRestartAfterS { config.unhealthyRestartAfter = try seconds(v, "unhealthy_restart_after_s") }
-        if let v = file.maxWrongAnswers { config.maxWrongAnswers = try count(v, "max_wrong_answers", 1...1000) }
-        if let v = file.gatewayMaxAttempts { config.gatewayMaxAttempts = try count(v, "gateway_max_attempts", 1...16) }
-        if let v = file.maxBodyBytes { config.maxBodyBytes = try count(v, "max_body_bytes", (1 << 20)...(1 << 30)) }
-        if let v = file.replicaWaitS { config.replicaWait = try seconds(v, "replica_wait_s") }
-        if let v = file.upstreamTimeoutS { config.upstreamTimeout = try seconds(v, "upstream_timeout_s") }
+        if let v = file.healthTimeoutS { config.controller.healthTimeout = try seconds(v, "health_timeout_s") }
+        if let v = file.answerTimeoutS { config.controller.answerTimeout = try seconds(v, "answer_timeout_s") }
+        if let v = file.fullReconcileIntervalS { config.controller.fullReconcileInterval = try seconds(v, "full_reconcile_interval_s") }
+        if let v = file.maxRestartBackoffS { config.controller.maxRestartBackoff = try seconds(v, "max_restart_backoff_s") }
+        if let v = file.drainTimeoutS { config.controller.drainTimeout = try seconds(v, "drain_timeout_s") }
+        if let v = file.unhealthyRestartAfterS { config.controller.unhealthyRestartAfter = try seconds(v, "unhealthy_restart_after_s") }
+        if let v = file.maxWrongAnswers { config.controller.maxWrongAnswers = try count(v, "max_wrong_answers", 1...1000) }
+        if let v = file.gatewayMaxAttempts { config.gateway.maxAttempts = try count(v, "gateway_max_attempts", 1...16) }
+        if let v = file.maxBodyBytes { config.gateway.maxBodyBytes = try count(v, "max_body_bytes", (1 << 20)...(1 << 30)) }
+        if let v = file.replicaWaitS { config.gateway.replicaWait = try seconds(v, "replica_wait_s") }
+        if let v = file.upstreamTimeoutS { config.gateway.upstreamTimeout = try seconds(v, "upstream_timeout_s") }
         return config
     }
 

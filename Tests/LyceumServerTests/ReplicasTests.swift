@@ -79,10 +79,10 @@ struct ReplicasTests {
         try Data(#"{"health_timeout_s": 3, "answer_timeout_s": 4, "full_reconcile_interval_s": 120, "max_restart_backoff_s": 90, "drain_timeout_s": 12, "unhealthy_restart_after_s": 45, "max_wrong_answers": 5, "gateway_max_attempts": 2, "max_body_bytes": 2097152, "replica_wait_s": 60, "upstream_timeout_s": 600, "scale_pressure_memory_s": 300, "max_consecutive_failures": 6}"#.utf8)
             .write(to: URL(fileURLWithPath: file))
         let c = try ServerConfiguration.load(dataDir: dir, configFile: file, gpus: [])
-        #expect(c.healthTimeout == .seconds(3) && c.answerTimeout == .seconds(4) && c.fullReconcileInterval == .seconds(120))
-        #expect(c.maxRestartBackoff == .seconds(90) && c.drainTimeout == .seconds(12) && c.unhealthyRestartAfter == .seconds(45))
-        #expect(c.maxWrongAnswers == 5 && c.gatewayMaxAttempts == 2 && c.maxBodyBytes == 2 << 20 && c.maxConsecutiveFailures == 6)
-        #expect(c.replicaWait == .seconds(60) && c.upstreamTimeout == .seconds(600) && c.scalePressureMemory == .seconds(300))
+        #expect(c.controller.healthTimeout == .seconds(3) && c.controller.answerTimeout == .seconds(4) && c.controller.fullReconcileInterval == .seconds(120))
+        #expect(c.controller.maxRestartBackoff == .seconds(90) && c.controller.drainTimeout == .seconds(12) && c.controller.unhealthyRestartAfter == .seconds(45))
+        #expect(c.controller.maxWrongAnswers == 5 && c.gateway.maxAttempts == 2 && c.gateway.maxBodyBytes == 2 << 20 && c.maxConsecutiveFailures == 6)
+        #expect(c.gateway.replicaWait == .seconds(60) && c.gateway.upstreamTimeout == .seconds(600) && c.scalePressureMemory == .seconds(300))
         for bad in [#"{"max_consecutive_failures": -1}"#, #"{"gateway_max_attempts": 0}"#, #"{"drain_timeout_s": -5}"#, #"{"max_body_bytes": 9223372036854775807}"#] {
             try Data(bad.utf8).write(to: URL(fileURLWithPath: file))
             #expect(throws: ConfigurationError.self, "\(bad)") { try ServerConfiguration.load(dataDir: dir, configFile: file, gpus: []) }
