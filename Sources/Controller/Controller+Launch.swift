@@ -67,12 +67,14 @@ extension Controller {
         devicesInUse.formUnion(devices)
         let now = Date()
         runtimes[replica.id] = Runtime(
-            deploymentId: deployment.id, pid: nil, port: port, devices: devices, healthPath: command.healthPath,
+            deploymentId: deployment.id, pid: nil, address: ReplicaAddress(host: provider.replicaHost, port: port), devices: devices,
+            healthPath: command.healthPath,
             servedModelName: command.servedModelName, startedAt: now, adopted: false, orgId: deployment.orgId, profileName: profile.name)
         let deviceList = devices.joined(separator: ",")
         try await store.updateReplica(id: replica.id) {
             $0.status = .initingDockerContainer
             $0.port = port
+            $0.host = self.provider.replicaHost
             $0.pid = nil
             $0.devices = deviceList
             $0.startedAt = now
@@ -82,7 +84,7 @@ extension Controller {
         }
         try await store.addEvent(
             deploymentId: deployment.id, kind: "replica_starting",
-            message: "replica \(replica.id) starting on port \(port)" + (devices.isEmpty ? "" : " with devices \(devices.joined(separator: ","))"))
+            message: "replica \(replica.id) starting on \(provider.replicaHost):\(port)" + (devices.isEmpty ? "" : " with devices \(devices.joined(separator: ","))"))
         logger.info("starting replica", metadata: ["replica.id": "\(replica.id)", "deployment.id": "\(deployment.id)", "replica.port": "\(port)"])
         jobsContinuation.yield(.launch(replicaId: replica.id, command: command, logPath: configuration.logPath(replicaId: replica.id)))
         return true

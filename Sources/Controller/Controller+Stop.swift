@@ -139,7 +139,8 @@ extension Controller {
                 let devices = replica.deviceList
                 devicesInUse.formUnion(devices)
                 runtimes[replica.id] = Runtime(
-                    deploymentId: deployment.id, pid: pid, port: port, devices: devices, healthPath: "/health",
+                    deploymentId: deployment.id, pid: pid, address: ReplicaAddress(host: replica.host ?? provider.replicaHost, port: port),
+                    devices: devices, healthPath: "/health",
                     servedModelName: deployment.id, startedAt: replica.startedAt ?? Date(), adopted: true,
                     healthy: replica.healthy, orgId: deployment.orgId, profileName: deployment.hardwareProfile,
                     answerVerified: replica.healthy)
@@ -171,7 +172,7 @@ extension Controller {
     func publishRoute(_ deployment: DeploymentRecord, status: DeploymentStatus, reason: String?) {
         let endpoints = runtimes.compactMap { id, r in
             r.deploymentId == deployment.id && r.healthy && !r.stopping && r.killReason == nil && r.pid != nil
-                ? RouteTable.Endpoint(replicaId: id, port: r.port, servedModelName: r.servedModelName) : nil
+                ? RouteTable.Endpoint(replicaId: id, host: r.address.host, port: r.address.port, servedModelName: r.servedModelName) : nil
         }.sorted { $0.replicaId < $1.replicaId }
         routes.publish(deployment.id, RouteTable.Route(orgId: deployment.orgId, status: status, endpoints: endpoints, reason: reason))
     }

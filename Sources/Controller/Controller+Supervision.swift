@@ -88,8 +88,8 @@ extension Controller {
         let results = await withTaskGroup(of: (String, Bool, EngineLoad?).self) { group in
             for (id, runtime) in snapshot {
                 group.addTask { [probe, configuration] in
-                    async let load = runtime.healthy ? probe.engineLoad(port: runtime.port, timeout: configuration.healthTimeout) : nil
-                    let healthy = await probe.isHealthy(port: runtime.port, path: runtime.healthPath, timeout: configuration.healthTimeout)
+                    async let load = runtime.healthy ? probe.engineLoad(at: runtime.address, timeout: configuration.healthTimeout) : nil
+                    let healthy = await probe.isHealthy(at: runtime.address, path: runtime.healthPath, timeout: configuration.healthTimeout)
                     return (id, healthy, await load)
                 }
             }
@@ -108,7 +108,7 @@ extension Controller {
             }
             if healthResult, !answerProbes.contains(id), !runtime.answerVerified || suspects[id] != nil {
                 answerProbes.insert(id)
-                jobsContinuation.yield(.answerProbe(replicaId: id, port: runtime.port, servedModelName: runtime.servedModelName))
+                jobsContinuation.yield(.answerProbe(replicaId: id, address: runtime.address, servedModelName: runtime.servedModelName))
             }
             // Out of routing until a real request is answered right (a second wrong answer for a replica that was serving).
             let healthy = healthResult && runtime.answerVerified && runtime.wrongAnswers < 2
@@ -143,8 +143,8 @@ extension Controller {
     }
 
     /// Sends one real tiny request to a replica, beside the health pass, and reports what it showed.
-    func probeAnswer(replicaId: String, port: Int, servedModelName: String) async {
-        let result = await probe.checkAnswer(port: port, servedModelName: servedModelName, timeout: configuration.answerTimeout)
+    func probeAnswer(replicaId: String, address: ReplicaAddress, servedModelName: String) async {
+        let result = await probe.checkAnswer(at: address, servedModelName: servedModelName, timeout: configuration.answerTimeout)
         await answerProbed(replicaId, result)
     }
 

@@ -18,7 +18,8 @@ public actor Controller: Service {
     struct Runtime {
         var deploymentId: String
         var pid: Int32?
-        var port: Int
+        /// Where its engine listens (the provider's host, the port chosen at launch).
+        var address: ReplicaAddress
         var devices: [String]
         var healthPath: String
         var servedModelName: String
@@ -51,7 +52,7 @@ public actor Controller: Service {
         /// Let a replica leaving on scale-down finish its requests, then stop it: beside the reconciler, never in it.
         case drain(replicaId: String)
         /// Send a replica one real tiny request and judge the answer.
-        case answerProbe(replicaId: String, port: Int, servedModelName: String)
+        case answerProbe(replicaId: String, address: ReplicaAddress, servedModelName: String)
     }
 
     let store: any DeploymentStore
@@ -160,8 +161,8 @@ public actor Controller: Service {
                         group.addTask { await self.pull(replicaId: replicaId, deploymentId: deploymentId, repo: repo, format: format, token: token) }
                     case .drain(let replicaId):
                         group.addTask { await self.drainThenStop(replicaId) }
-                    case .answerProbe(let replicaId, let port, let servedModelName):
-                        group.addTask { await self.probeAnswer(replicaId: replicaId, port: port, servedModelName: servedModelName) }
+                    case .answerProbe(let replicaId, let address, let servedModelName):
+                        group.addTask { await self.probeAnswer(replicaId: replicaId, address: address, servedModelName: servedModelName) }
                     }
                 }
                 // The job stream ends on graceful shutdown: stop every replica, then end the loops.

@@ -16,25 +16,25 @@ public enum AnswerCheck: Sendable, Equatable {
 /// Probes a replica's health URL and its real chat route. One protocol so the controller can be
 /// exercised without a network.
 public protocol HealthProbing: Sendable {
-    func isHealthy(port: Int, path: String, timeout: Duration) async -> Bool
+    func isHealthy(at address: ReplicaAddress, path: String, timeout: Duration) async -> Bool
     /// Sends a one-token chat completion as a client would and judges the answer.
-    func checkAnswer(port: Int, servedModelName: String, timeout: Duration) async -> AnswerCheck
+    func checkAnswer(at address: ReplicaAddress, servedModelName: String, timeout: Duration) async -> AnswerCheck
     /// The engine's own load from its `/metrics` page; nil when it has none or does not answer in time.
-    func engineLoad(port: Int, timeout: Duration) async -> EngineLoad?
+    func engineLoad(at address: ReplicaAddress, timeout: Duration) async -> EngineLoad?
 }
 
 extension HealthProbing {
-    public func engineLoad(port: Int, timeout: Duration) async -> EngineLoad? { nil }
+    public func engineLoad(at address: ReplicaAddress, timeout: Duration) async -> EngineLoad? { nil }
 }
 
-/// Health over HTTP on loopback: healthy means a 2xx answer within the timeout.
+/// Health over HTTP at the replica's address: healthy means a 2xx answer within the timeout.
 public struct HTTPHealthProbe: HealthProbing {
     let client: HTTPClient
 
     public init(client: HTTPClient) { self.client = client }
 
-    public func isHealthy(port: Int, path: String, timeout: Duration) async -> Bool {
-        let request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
+    public func isHealthy(at address: ReplicaAddress, path: String, timeout: Duration) async -> Bool {
+        let request = HTTPClientRequest(url: address.baseURL + path)
         do {
             let response = try await client.execute(request, timeout: timeAmount(timeout))
             _ = try? await response.body.collect(upTo: 64 * 1024)
@@ -44,8 +44,8 @@ public struct HTTPHealthProbe: HealthProbing {
         }
     }
 
-    public func checkAnswer(port: Int, servedModelName: String, timeout: Duration) async -> AnswerCheck {
-        var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/v1/chat/completions")
+    public func checkAnswer(at address: ReplicaAddress, servedModelName: String, timeout: Duration) async -> AnswerCheck {
+        var request = HTTPClientRequest(url: address.baseURL + "/v1/chat/completions")
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
         request.body = .bytes(ByteBuffer(
@@ -63,8 +63,8 @@ public struct HTTPHealthProbe: HealthProbing {
         }
     }
 
-    public func engineLoad(port: Int, timeout: Duration) async -> EngineLoad? {
-        let request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/metrics")
+    public func engineLoad(at address: ReplicaAddress, timeout: Duration) async -> EngineLoad? {
+        let request = HTTPClientRequest(url: address.baseURL + "/metrics")
         do {
             let response = try await client.execute(request, timeout: timeAmount(timeout))
             let body = try await response.body.collect(upTo: 4 << 20)

@@ -84,6 +84,8 @@ public struct ReplicaRecord: Codable, Sendable {
     public var failReason: String?
     public var pid: Int32?
     public var port: Int?
+    /// The host its engine listens on (nil in rows written before hosts were recorded: loopback).
+    public var host: String?
     /// Devices allotted from the profile's pool, comma-separated.
     public var devices: String
     public var restartCount: Int
@@ -105,6 +107,7 @@ public struct ReplicaRecord: Codable, Sendable {
         self.failReason = nil
         self.pid = nil
         self.port = nil
+        self.host = nil
         self.devices = ""
         self.restartCount = 0
         self.consecutiveFailures = 0

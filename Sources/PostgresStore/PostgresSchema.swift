@@ -61,5 +61,11 @@ enum PostgresSchema {
                 org_id TEXT NOT NULL, repo TEXT NOT NULL, granted_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (org_id, repo))
             """,
         ]),
+        (2, ["ALTER TABLE replicas ADD COLUMN host TEXT"]),
     ]
+}
+
+/// The versions the store's migrations bring a database to, in order.
+public enum PostgresSchemaVersions {
+    public static var all: [Int64] { PostgresSchema.migrations.map(\.version) }
 }

@@ -90,7 +90,7 @@ enum Rows {
 
     static let replicaColumns = """
         id, deployment_id, status, healthy, last_health_check, fail_reason, pid, port, devices, restart_count, \
-        consecutive_failures, created_at, started_at, stopped_at, last_seen_alive, progress
+        consecutive_failures, created_at, started_at, stopped_at, last_seen_alive, progress, host
         """
 
     static func replica(_ row: PostgresRow) throws -> ReplicaRecord {
@@ -112,6 +112,7 @@ enum Rows {
         replica.stoppedAt = try r["stopped_at"].decode(Date?.self)
         replica.lastSeenAlive = try r["last_seen_alive"].decode(Date?.self)
         replica.progress = try r["progress"].decode(String?.self)
+        replica.host = try r["host"].decode(String?.self)
         return replica
     }
 
@@ -121,7 +122,7 @@ enum Rows {
             INSERT INTO replicas (\(unescaped: replicaColumns)) VALUES (
                 \(r.id), \(r.deploymentId), \(r.status.rawValue), \(r.healthy), \(r.lastHealthCheck), \(r.failReason), \(r.pid), \(r.port),
                 \(r.devices), \(r.restartCount), \(r.consecutiveFailures), \(r.createdAt), \(r.startedAt), \(r.stoppedAt), \(r.lastSeenAlive),
-                \(r.progress))
+                \(r.progress), \(r.host))
             """
         if replace {
             query.sql += """
@@ -129,7 +130,8 @@ enum Rows {
                 healthy = excluded.healthy, last_health_check = excluded.last_health_check, fail_reason = excluded.fail_reason,
                 pid = excluded.pid, port = excluded.port, devices = excluded.devices, restart_count = excluded.restart_count,
                 consecutive_failures = excluded.consecutive_failures, created_at = excluded.created_at, started_at = excluded.started_at,
-                stopped_at = excluded.stopped_at, last_seen_alive = excluded.last_seen_alive, progress = excluded.progress
+                stopped_at = excluded.stopped_at, last_seen_alive = excluded.last_seen_alive, progress = excluded.progress,
+                host = excluded.host
                 """
         }
         return query

@@ -34,6 +34,13 @@ public protocol ReplicaProvider: Sendable {
 
     /// Whether `pid` is a live (not zombie) process started for `replicaId`, so a pid reused by the OS is never adopted.
     func isAlive(pid: Int32, replicaId: String) -> Bool
+
+    /// The host the replicas it starts listen on, for the gateway and the health checker.
+    var replicaHost: String { get }
+}
+
+extension ReplicaProvider {
+    public var replicaHost: String { "127.0.0.1" }
 }
 
 /// Replicas as local processes: each in its own session and process group, output appended to a log file.

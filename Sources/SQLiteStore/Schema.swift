@@ -98,6 +98,9 @@ enum Schema {
                 t.primaryKey(["orgId", "repo"])
             }
         }
+        m.registerMigration("v6-replica-host") { db in
+            try db.alter(table: "replicas") { t in t.add(column: "host", .text) }
+        }
         return m
     }
 }

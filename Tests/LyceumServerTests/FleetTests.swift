@@ -32,6 +32,9 @@ final class InMemoryProvider: ReplicaProvider {
     let state = Mutex(State())
     let behaviour: @Sendable (EngineCommand) -> Behaviour
 
+    /// A host other than loopback, as a cluster's node would be: the controller must probe where the provider says.
+    let replicaHost = "10.99.0.7"
+
     init(behaviour: @escaping @Sendable (EngineCommand) -> Behaviour = { _ in .serve }) { self.behaviour = behaviour }
 
     func run(_ command: EngineCommand, logPath: String, started: @escaping @Sendable (Int32) async -> Void) async throws -> ProcessExit {
@@ -67,9 +70,12 @@ final class InMemoryProvider: ReplicaProvider {
         state.withLock { $0.running.removeValue(forKey: pid) }?.exit?.resume(returning: exit)
     }
 
-    /// The engine serving on `port` answers its health probe (a survivor counts).
-    func isHealthy(port: Int) -> Bool {
-        state.withLock { s in
+    /// The engine at `address` answers its health probe (a survivor counts). Its engines listen on this
+    /// provider's host, so a probe anywhere else finds nothing.
+    func isHealthy(_ address: ReplicaAddress) -> Bool {
+        guard address.host == replicaHost else { return false }
+        let port = address.port
+        return state.withLock { s in
             s.running.values.contains { $0.port == port && $0.healthy } || s.survivors.values.contains { $0.port == port }
         }
     }
@@ -87,9 +93,9 @@ final class InMemoryProvider: ReplicaProvider {
 /// Health and real-request probes answered from the in-memory process table.
 struct InMemoryProbe: HealthProbing {
     let provider: InMemoryProvider
-    func isHealthy(port: Int, path: String, timeout: Duration) async -> Bool { provider.isHealthy(port: port) }
-    func checkAnswer(port: Int, servedModelName: String, timeout: Duration) async -> AnswerCheck {
-        provider.isHealthy(port: port) ? .ok : .inconclusive("not answering")
+    func isHealthy(at address: ReplicaAddress, path: String, timeout: Duration) async -> Bool { provider.isHealthy(address) }
+    func checkAnswer(at address: ReplicaAddress, servedModelName: String, timeout: Duration) async -> AnswerCheck {
+        provider.isHealthy(address) ? .ok : .inconclusive("not answering")
     }
 }
 
@@ -176,6 +182,9 @@ struct FleetTests {
         let rig = try await FleetRig(devices: 2)
         try await rig.create("a", min: 2)
         try await eventually("a runs on both devices") { try await rig.healthy("a") == 2 }
+        let endpoints = try #require(rig.controller.routes.route("a")?.endpoints)
+        #expect(endpoints.count == 2 && endpoints.allSatisfy { $0.host == "10.99.0.7" }, "routes carry the host the provider placed them on")
+        #expect(try await rig.live("a").allSatisfy { $0.host == "10.99.0.7" }, "and the store keeps it for re-adoption")
         try await rig.create("b", min: 1)
         try await eventually("b waits, saying why") {
             try await rig.live("b").first?.failReason?.hasPrefix("waiting for devices: 2 of 2 sim.h100 devices are in use") == true
@@ -243,6 +252,7 @@ struct FleetTests {
                 r.pid = pid
                 r.port = 41_000 + Int(pid)
                 r.devices = id == "alive" ? "g0" : "g1"
+                r.host = "10.99.0.7"
                 try await store.insert(r)
                 try await store.openRun(ReplicaRunRecord(replicaId: id, deploymentId: "d", orgId: org, hardwareProfile: "sim.h100", pricePerHour: "1.00", startedAt: Date()))
             }

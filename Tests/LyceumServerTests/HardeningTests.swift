@@ -12,8 +12,8 @@ import Testing
 
 /// A probe that never reaches a network: every replica is down. The fleet tests here launch no process.
 struct DownProbe: HealthProbing {
-    func isHealthy(port: Int, path: String, timeout: Duration) async -> Bool { false }
-    func checkAnswer(port: Int, servedModelName: String, timeout: Duration) async -> AnswerCheck { .inconclusive("down") }
+    func isHealthy(at address: ReplicaAddress, path: String, timeout: Duration) async -> Bool { false }
+    func checkAnswer(at address: ReplicaAddress, servedModelName: String, timeout: Duration) async -> AnswerCheck { .inconclusive("down") }
 }
 
 @Suite("A hostile tenant cannot crash or jam the fleet", .serialized)
