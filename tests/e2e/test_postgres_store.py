@@ -1,6 +1,7 @@
 """`lyceum server --store postgres://...` against a real PostgreSQL server (Debian's, started by
 scripts/test.sh in a temporary folder on loopback): the platform's state lives in PostgreSQL, survives a
-restart, and a second instance on the same database refuses to run the fleet beside the first."""
+restart and a SIGKILL (the replacement re-adopts the running replicas from it), and a second instance on
+the same database refuses to run the fleet beside the first."""
 import os
 import subprocess
 import uuid
@@ -51,3 +52,13 @@ def test_state_lives_in_postgres_survives_a_restart_and_one_instance_runs_the_fl
     assert kinds[0] == "created" and kinds.count("replica_healthy") >= 4, kinds
     runs = sql(url, f"SELECT count(*) FROM replica_runs WHERE deployment_id = '{d}' AND ended_at IS NOT NULL")
     assert int(runs) >= 2, "the first two replicas' runs were closed when the server stopped them"
+
+    # SIGKILL: the fleet lock goes with the dead process's connection, so a new instance starts at once and
+    # re-adopts the replicas that kept running, from what PostgreSQL holds.
+    server.proc.kill()
+    server.proc.wait()
+    server.start()
+    wait_for(lambda: "replica_adopted" in [e["kind"] for e in server.events(d)], timeout=30, what="replicas re-adopted")
+    server.wait_status(d, "running")
+    assert server.chat(d).status_code == 200
+    assert sql(url, f"SELECT count(*) FROM replicas WHERE deployment_id = '{d}' AND status = 'running'") == "2"
