@@ -12,6 +12,7 @@
 #   scripts/bench-autoscale.sh                       # code trace (about 25 minutes)
 #   TRACE=conv scripts/bench-autoscale.sh            # conversation trace (about 35 minutes)
 #   TRACE=conv FIXED="3 5" scripts/bench-autoscale.sh
+#   TRACE=conv FIXED="" LEAD_IN=60 SECTION=autoscale-conv-lead60 scripts/bench-autoscale.sh   # autoscaler rows only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TRACE_NAME="${TRACE:-code}"
@@ -19,9 +20,9 @@ SPEEDUP="${SPEEDUP:-10}"          # 10 trace seconds per wall second
 LEAD_IN="${LEAD_IN:-20}"          # wall seconds replayed before the measured span
 if [ "$TRACE_NAME" = conv ]; then
   # The issue's setting: 12 req/s per replica, and a target at what one replica serves within 1.5 s here.
-  SPAN="${SPAN:-1800}"; TARGETS="${TARGETS:-12 24}"; ITL_MS="${ITL_MS:-1}"; SECTION=autoscale-conv
+  SPAN="${SPAN:-1800}"; TARGETS="${TARGETS:-12 24}"; ITL_MS="${ITL_MS:-1}"; SECTION="${SECTION:-autoscale-conv}"
 else
-  SPAN="${SPAN:-1200}"; TARGETS="${TARGETS:-15}"; ITL_MS="${ITL_MS:-8}"; SECTION=autoscale   # the first 20 minutes hold the peak minute
+  SPAN="${SPAN:-1200}"; TARGETS="${TARGETS:-15}"; ITL_MS="${ITL_MS:-8}"; SECTION="${SECTION:-autoscale}"   # the first 20 minutes hold the peak minute
 fi
 TARGET_RPS="${TARGETS%% *}"       # the first target sizes the peak
 TARGET_MS="${TARGET_MS:-1500}"    # p95 latency target
@@ -63,7 +64,7 @@ print(math.ceil(peak_rps / target), math.ceil(mean_rps / target))
 PY
 )
 echo "fixed at peak: $PEAK replicas; fixed at mean: $MEAN replicas"
-FIXED="${FIXED:-$(seq -s ' ' 1 "$PEAK")}"
+FIXED="${FIXED-$(seq -s ' ' 1 "$PEAK")}"   # FIXED="" runs the autoscaler rows only
 
 RESULTS="$WORK/results.jsonl"
 run() {  # label min max stabilisation target_rps
@@ -102,43 +103,13 @@ PY
 }
 for target in $TARGETS; do run "autoscaler, $target req/s per replica" 1 8 30 "$target"; done
 for n in $FIXED; do run "fixed at $n" "$n" "$n" 30 "$TARGET_RPS"; done
-cp "$RESULTS" "docs/bench-autoscale-$TRACE_NAME.jsonl"   # every row, with the autoscaler's decisions
+cp "$RESULTS" "docs/bench-$SECTION.jsonl"   # every row, with the autoscaler's decisions
 
-python3 - "$RESULTS" "$SPEEDUP" "$SPAN" "$TARGET_MS" "$CONFIG" "$TRACE_NAME" "$ITL_MS" "$LEAD_IN" <<'PY' | python3 scripts/bench_section.py "$SECTION"
-import json, os, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
-speed, span, target_ms, config, trace, itl, lead = sys.argv[2:9]
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown")
-kind = "code trace (bursty)" if trace == "code" else "conversation trace (smooth)"
-print(f"## Autoscaling on a production trace: `scripts/bench-autoscale.sh` ({trace})\n")
-print(f"{int(float(span))} s of the Azure LLM {kind}, replayed {speed}x faster, open loop, through the gateway, after a lead-in of")
-print(f"the {lead} wall seconds of trace before it, replayed the same way but not measured, for every row ({config} build,")
-print(f"{os.cpu_count()} cores, {cpu}). Simulator replicas: 8 sequences at once, 40 ms + 0.05 ms per prompt word to first token,")
-print(f"{itl} ms per output token, 6 s cold start. p95 target {target_ms} ms; stabilisation 30 s; decisions every second; a request")
-print("unanswered 20 s after it was due is an error. Replica-seconds are the usage API's, over the measured span only.\n")
-print("| provisioning | replicas | requests | errors | within target | p50 ms | p95 ms | p99 ms | replica-seconds | scaling actions | flaps | unexplained |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-for r in rows:
-    reps = f"{r['min_replicas']}-{r['max_replicas']}" if r["min_replicas"] != r["max_replicas"] else str(r["min_replicas"])
-    print(f"| {r['label']} | {reps} | {r['requests']} | {r['errors']} | {100*r['within_target']:.2f}% | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['p99_ms']:.0f} | {r['replica_seconds']:.0f} | {r['scaling_actions']} | {r['reversals']} | {r['unexplained']} |")
-autos = [r for r in rows if r["label"].startswith("autoscaler")]
-fixed = [r for r in rows if not r["label"].startswith("autoscaler")]
-good = [r for r in fixed if r["within_target"] >= 0.99]
-best = min(good, key=lambda r: r["replica_seconds"]) if good else None
-peak = max(fixed, key=lambda r: r["min_replicas"])
-print()
-if best:
-    print(f"Smallest fixed count reaching 99%: {best['label']} ({100*best['within_target']:.2f}%, {best['replica_seconds']:.0f} replica-seconds).")
-else:
-    print("No fixed count reaches 99%.")
-for a in autos:
-    line = f"- {a['label']}: {100*a['within_target']:.2f}% within target, {a['errors']} errors, {a['reversals']} flaps; "
-    if best:
-        line += f"{a['replica_seconds']/max(1e-9, best['replica_seconds']):.2f}x the replica-seconds of {best['label']}, "
-    line += f"{100*a['replica_seconds']/max(1e-9, peak['replica_seconds']):.0f}% of {peak['label']}'s."
-    print(line)
-PY
+python3 scripts/bench_autoscale_report.py "$RESULTS" "$SPEEDUP" "$SPAN" "$TARGET_MS" "$CONFIG" "$TRACE_NAME" "$ITL_MS" "$LEAD_IN" \
+  | python3 scripts/bench_section.py "$SECTION"
 
 # The frontier model of the same slice, settings and policies.
-python3 scripts/autoscale_frontier.py --trace "$TRACE" --span "$SPAN" --speedup "$SPEEDUP" --lead-in "$LEAD_IN" --itl-ms "$ITL_MS" \
-  --targets "$TARGETS" --peak "$PEAK" --target-ms "$TARGET_MS" | python3 scripts/bench_section.py "$SECTION-frontier"
+if [ -n "$FIXED" ]; then
+  python3 scripts/autoscale_frontier.py --trace "$TRACE" --span "$SPAN" --speedup "$SPEEDUP" --lead-in "$LEAD_IN" --itl-ms "$ITL_MS" \
+    --targets "$TARGETS" --peak "$PEAK" --target-ms "$TARGET_MS" | python3 scripts/bench_section.py "$SECTION-frontier"
+fi
