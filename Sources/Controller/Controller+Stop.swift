@@ -172,7 +172,7 @@ extension Controller {
     func publishRoute(_ deployment: DeploymentRecord, status: DeploymentStatus, reason: String?) {
         let endpoints = runtimes.compactMap { id, r in
             r.deploymentId == deployment.id && r.healthy && !r.stopping && r.killReason == nil && r.pid != nil
-                ? RouteTable.Endpoint(replicaId: id, host: r.address.host, port: r.address.port, servedModelName: r.servedModelName) : nil
+                ? RouteTable.Endpoint(replicaId: id, address: r.address, servedModelName: r.servedModelName) : nil
         }.sorted { $0.replicaId < $1.replicaId }
         routes.publish(deployment.id, RouteTable.Route(orgId: deployment.orgId, status: status, endpoints: endpoints, reason: reason))
     }

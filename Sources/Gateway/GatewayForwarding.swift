@@ -11,7 +11,7 @@ import Routing
 
 extension Gateway {
     func upstreamRequest(_ endpoint: RouteTable.Endpoint, path: String, body: ByteBuffer) -> HTTPClientRequest {
-        var request = HTTPClientRequest(url: "http://\(endpoint.host):\(endpoint.port)\(path)")
+        var request = HTTPClientRequest(url: endpoint.address.baseURL + path)
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
         request.body = .bytes(body)

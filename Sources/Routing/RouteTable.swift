@@ -5,19 +5,24 @@ import Synchronization
 ///
 /// A lock around a dictionary rather than an actor: the gateway reads it on every request, synchronously.
 public final class RouteTable: Sendable {
-    /// A ready replica's address.
+    /// A ready replica and where it listens.
     public struct Endpoint: Sendable, Equatable {
         public var replicaId: String
-        /// Where the replica listens: loopback for local processes, a node's address for a cluster provider.
-        public var host: String
-        public var port: Int
+        /// Loopback for local processes, a node's address for a cluster provider.
+        public var address: ReplicaAddress
         public var servedModelName: String
 
-        public init(replicaId: String, host: String = "127.0.0.1", port: Int, servedModelName: String) {
+        public var host: String { address.host }
+        public var port: Int { address.port }
+
+        public init(replicaId: String, address: ReplicaAddress, servedModelName: String) {
             self.replicaId = replicaId
-            self.host = host
-            self.port = port
+            self.address = address
             self.servedModelName = servedModelName
+        }
+
+        public init(replicaId: String, host: String = "127.0.0.1", port: Int, servedModelName: String) {
+            self.init(replicaId: replicaId, address: ReplicaAddress(host: host, port: port), servedModelName: servedModelName)
         }
     }
 

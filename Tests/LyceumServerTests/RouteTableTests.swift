@@ -39,4 +39,12 @@ struct RouteTableTests {
             }
         }
     }
+
+    @Test("an endpoint's URL is built from the address its provider gave, IPv6 in brackets")
+    func endpointURLs() {
+        #expect(RouteTable.Endpoint(replicaId: "r", port: 8001, servedModelName: "m").address.baseURL == "http://127.0.0.1:8001")
+        #expect(ReplicaAddress(host: "10.0.3.7", port: 40001).baseURL == "http://10.0.3.7:40001")
+        #expect(ReplicaAddress(host: "fd00::7", port: 40001).baseURL == "http://[fd00::7]:40001")
+    }
 }
+
