@@ -99,7 +99,7 @@ let package = Package(
         .target(
             name: "ControlPlane",
             dependencies: [
-                "InferenceCore", "DeploymentStore", "Controller", "Replicas", "ModelHub",
+                "InferenceCore", "DeploymentStore", "Controller", "Replicas", "ModelHub", "Routing",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],

@@ -1,4 +1,5 @@
 import Controller
+import Routing
 import DeploymentStore
 import Foundation
 import Hummingbird
@@ -9,7 +10,7 @@ import Replicas
 /// The contract's control-plane API under `/api/v2/external`, plus key administration.
 public struct ControlPlaneRoutes: Sendable {
     let store: any DeploymentStore
-    let controller: Controller
+    let fleet: any FleetControl
     let authenticator: Authenticator
     let sealer: SecretSealer
     let profiles: [HardwareProfile]
@@ -19,14 +20,14 @@ public struct ControlPlaneRoutes: Sendable {
     let policy: TenantPolicy
 
     public init(
-        store: any DeploymentStore, controller: Controller, authenticator: Authenticator, sealer: SecretSealer,
+        store: any DeploymentStore, fleet: any FleetControl, authenticator: Authenticator, sealer: SecretSealer,
         profiles: [HardwareProfile], hub: HubClient? = nil, hubCheckTimeout: Duration = .seconds(5), policy: TenantPolicy = .init()
     ) {
         self.policy = policy
         self.hub = hub
         self.hubCheckTimeout = hubCheckTimeout
         self.store = store
-        self.controller = controller
+        self.fleet = fleet
         self.authenticator = authenticator
         self.sealer = sealer
         self.profiles = profiles
@@ -78,7 +79,7 @@ public struct ControlPlaneRoutes: Sendable {
             record,
             event: "created: \(spec.hfModelId) on \(spec.hardwareProfile), \(spec.minReplicas) to \(spec.maxReplicas) replicas")
         if let hubNote { try await store.addEvent(deploymentId: record.id, kind: "hub_check", message: hubNote) }
-        controller.poke(deploymentId: record.id)
+        fleet.poke(deploymentId: record.id)
         return DetailErrorMiddleware.respond(.ok, CreateDeploymentResponse(deploymentId: record.id, status: .created))
     }
 
@@ -142,7 +143,7 @@ public struct ControlPlaneRoutes: Sendable {
         }
         let deployment = try await ownedDeployment(id, caller: caller, includeTerminated: true)
         if deployment.status != .stopped {
-            try await controller.stopDeployment(id: deployment.id)
+            try await fleet.stopDeployment(id: deployment.id)
         }
         return DetailErrorMiddleware.respond(.ok, StopResponse(deploymentId: deployment.id, status: .stopped))
     }
@@ -181,7 +182,7 @@ public struct ControlPlaneRoutes: Sendable {
     func catalogue() async throws -> Response {
         var models: [CatalogueModel] = []
         for profile in profiles {
-            let available: Bool? = profile.gpuCount == 0 ? nil : await controller.freeDeviceCount(profile: profile) >= profile.gpuCount
+            let available: Bool? = profile.gpuCount == 0 ? nil : await fleet.freeDeviceCount(profile: profile) >= profile.gpuCount
             for model in profile.catalogue {
                 models.append(
                     CatalogueModel(
@@ -201,7 +202,7 @@ public struct ControlPlaneRoutes: Sendable {
         else {
             throw ControlPlaneError(.notFound, "Replica \(replicaId) not found")
         }
-        var text = logTail(path: controller.configuration.logPath(replicaId: replicaId), maxLines: 200)
+        var text = logTail(path: fleet.logPath(replicaId: replicaId), maxLines: 200)
         if let sealed = deployment.hfTokenSealed, let token = try? sealer.open(sealed), !token.isEmpty {
             text = text.replacingOccurrences(of: token, with: "[hf_token redacted]")
         }

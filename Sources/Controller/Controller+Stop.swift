@@ -25,14 +25,8 @@ extension Controller {
     func takeDown(_ id: String, to status: DeploymentStatus, event: String) async throws {
         stoppingDeployments.insert(id)
         defer { stoppingDeployments.remove(id) }
-        guard let record = try await store.updateDeployment(id: id, { d in
-            guard status == .stopped || d.status.isActive else { return }
-            d.status = status
-            d.desiredReplicas = 0
-            if status == .stopped { d.stoppedAt = Date() }
-        }), record.status == status else { return }
+        guard let record = try await Self.markTakenDown(id, to: status, event: event, in: store) else { return }
         publishRoute(record, status: status, reason: nil)
-        try await store.addEvent(deploymentId: id, kind: status.rawValue, message: event)
         let replicas = try await store.replicas(deploymentId: id).filter { $0.status.isLive }
         await stopReplicas(replicas.map(\.id), reason: nil)
     }
@@ -46,9 +40,33 @@ extension Controller {
         }
     }
 
+    /// The store's half of a stop or pause, which any instance may write: the deployment moves to `stopped`
+    /// (from any state) or `paused` (only from an active one) with its event. The record, or nil when it
+    /// did not move.
+    public static func markTakenDown(
+        _ id: String, to status: DeploymentStatus, event: String, in store: any DeploymentStore
+    ) async throws -> DeploymentRecord? {
+        guard let record = try await store.updateDeployment(id: id, { d in
+            guard status == .stopped || d.status.isActive else { return }
+            d.status = status
+            d.desiredReplicas = 0
+            if status == .stopped { d.stoppedAt = Date() }
+        }), record.status == status else { return nil }
+        try await store.addEvent(deploymentId: id, kind: status.rawValue, message: event)
+        return record
+    }
+
     /// Resumes a paused deployment at `min_replicas`; a no-op otherwise. Called by the gateway's first request.
     public func resumeDeployment(id: String) async throws {
-        // Exactly one of many concurrent wake-ups moves it out of `paused`, and only that one writes the event.
+        guard let resumed = try await Self.markResumed(id, in: store) else { return }
+        publishRoute(resumed, status: .provisioning, reason: nil)
+        poke(deploymentId: id)
+    }
+
+    /// The store's half of a resume, which any instance may write: a paused deployment moves to
+    /// `provisioning` at `min_replicas`. Exactly one of many concurrent wake-ups moves it, and only that one
+    /// writes the event and gets the record.
+    public static func markResumed(_ id: String, in store: any DeploymentStore) async throws -> DeploymentRecord? {
         let changed = Mutex(false)
         guard let resumed = try await store.updateDeployment(id: id, { d in
             guard d.status == .paused else { return }
@@ -56,10 +74,9 @@ extension Controller {
             d.desiredReplicas = d.minReplicas
             d.lastRequestAt = Date()
             changed.withLock { $0 = true }
-        }), changed.withLock({ $0 }) else { return }
+        }), changed.withLock({ $0 }) else { return nil }
         try await store.addEvent(deploymentId: id, kind: "resumed", message: "resumed by a request: starting \(resumed.minReplicas) replica\(resumed.minReplicas == 1 ? "" : "s")")
-        publishRoute(resumed, status: .provisioning, reason: nil)
-        poke(deploymentId: id)
+        return resumed
     }
 
     /// Serving and starting replicas of a deployment, for the autoscaler.
@@ -85,6 +102,7 @@ extension Controller {
             runtimes[id]?.stopping = true
             // No new requests for it from here on; on scale-down, let the ones it has finish first.
             await persist("refreshStatus", { try await refreshStatus(deploymentId: deploymentId) })
+            if reason != nil { await cluster.routesPropagated() }
             if reason != nil, let traffic {
                 let deadline = Date().addingTimeInterval(configuration.drainTimeout.seconds)
                 while traffic.inFlight(replicaId: id) > 0, Date() < deadline {
@@ -92,6 +110,7 @@ extension Controller {
                 }
             }
             if let pid = runtimes[id]?.pid {
+                guard await cluster.stillLeads() else { return }
                 await provider.terminate(pid: pid, grace: configuration.stopGrace)
             }
             // Our own child's exit is reported by its supervisor, which drops the runtime; wait for that (bounded).
@@ -120,6 +139,10 @@ extension Controller {
     /// Graceful server shutdown: stop every replica we run, so no engine outlives the server.
     func shutdownAll() async {
         shuttingDown = true
+        if await cluster.handOver() {
+            logger.info("leaving replicas running for the next leader", metadata: ["replicas": "\(runtimes.count)"])
+            return
+        }
         let ids = Array(runtimes.keys)
         logger.info("stopping replicas before shutdown", metadata: ["replicas": "\(ids.count)"])
         await stopReplicas(ids, reason: "the server shut down")

@@ -204,6 +204,7 @@ extension Controller {
     /// Kills a replica for `reason`; its exit counts as a crash (restart with backoff, then `failed`).
     func kill(_ id: String, reason: String) async {
         guard let runtime = runtimes[id], let pid = runtime.pid, runtime.killReason == nil else { return }
+        guard await cluster.stillLeads() else { return }
         runtimes[id]?.killReason = reason
         suspects.withLock { _ = $0.removeValue(forKey: id) }
         await persist("addEvent", { try await store.addEvent(deploymentId: runtime.deploymentId, kind: "replica_killed", message: "replica \(id) \(reason); killing it") })

@@ -78,6 +78,8 @@ public actor Controller: Service {
     /// Deployments being stopped: nothing new is launched for them, even by a reconcile pass already under way.
     var stoppingDeployments: Set<String> = []
     var shuttingDown = false
+    /// How this controller meets the other instances of a shared store (none by default).
+    var cluster = ClusterHooks()
     /// Replicas waiting for their model's files, and their deployments.
     var pulls: [String: String] = [:]
     /// Deployments whose model files are on disk, and where.
@@ -236,13 +238,18 @@ public actor Controller: Service {
             deployments = try await store.unstoppedDeployments().filter { $0.status.isActive || $0.status == .failed }
             // One query for every deployment's replicas, not one per deployment.
             known = try await store.replicas(deploymentIds: deployments.map(\.id))
+            await takeDownOrphans(known: Set(deployments.map(\.id)))
         } else {
             for id in ids.sorted() {
                 if let d = try await store.deployment(id: id) { deployments.append(d) }
             }
         }
-        for deployment in deployments where deployment.status.isActive || deployment.status == .failed {
-            try await reconcile(deployment, replicas: known.map { $0[deployment.id] ?? [] })
+        for deployment in deployments {
+            if deployment.status.isActive || deployment.status == .failed {
+                try await reconcile(deployment, replicas: known.map { $0[deployment.id] ?? [] })
+            } else {
+                await takeDownLeftovers(deployment)
+            }
         }
     }
 

@@ -1,6 +1,9 @@
 import Crypto
 import Foundation
 import InferenceCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// API keys: `lk_` and 40 random base62 characters, stored only as their SHA-256.
 public enum APIKeys {
@@ -32,12 +35,23 @@ public struct SecretSealer: Sendable {
             key = SymmetricKey(data: data)
             return
         }
+        // Written whole under a temporary name, then linked into place: of instances sharing the file and
+        // starting at once, exactly one key wins and every one of them uses it.
         let new = SymmetricKey(size: .bits256)
         let data = new.withUnsafeBytes { Data($0) }
-        guard fm.createFile(atPath: keyFile, contents: data, attributes: [.posixPermissions: 0o600]) else {
+        let temporary = "\(keyFile).\(ProcessInfo.processInfo.processIdentifier).\(UUID().uuidString.prefix(8))"
+        guard fm.createFile(atPath: temporary, contents: data, attributes: [.posixPermissions: 0o600]) else {
             throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: keyFile])
         }
-        key = new
+        defer { unlink(temporary) }
+        if link(temporary, keyFile) == 0 {
+            key = new
+            return
+        }
+        guard errno == EEXIST, let existing = fm.contents(atPath: keyFile), existing.count == 32 else {
+            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: keyFile])
+        }
+        key = SymmetricKey(data: existing)
     }
 
     public func seal(_ secret: String) throws -> Data {

@@ -89,6 +89,24 @@ public final class GatewayStats: Sendable {
             _ = histograms[h].record(max(1, latencyMicros))
         }
 
+        /// Latency over the whole window, and over the current and the previous slot.
+        func latency(now second: Int) -> (window: Histogram<UInt64>, recent: Histogram<UInt64>) {
+            var merged = Series.emptyHistogram()
+            let slot = second / Self.slotSeconds
+            for (h, stamp) in histogramStamps.enumerated() where stamp > slot - histograms.count && stamp <= slot {
+                merged.add(histograms[h])
+            }
+            var recent = Series.emptyHistogram()
+            for (h, stamp) in histogramStamps.enumerated() where stamp >= slot - 1 && stamp <= slot {
+                recent.add(histograms[h])
+            }
+            return (merged, recent)
+        }
+
+        static func emptyHistogram() -> Histogram<UInt64> {
+            Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .two)
+        }
+
         /// Arrival rates over the last `rateSeconds` and `burstSeconds` complete seconds (recent enough to
         /// follow a ramp); completions, errors and percentiles over the whole window.
         func window(now second: Int, rateSeconds: Int, burstSeconds: Int) -> WindowStats {
@@ -99,15 +117,7 @@ public final class GatewayStats: Sendable {
                 requests += counts[i]
                 errorCount += errors[i]
             }
-            var merged = Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .two)
-            let slot = second / Self.slotSeconds
-            for (h, stamp) in histogramStamps.enumerated() where stamp > slot - histograms.count && stamp <= slot {
-                merged.add(histograms[h])
-            }
-            var recent = Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .two)
-            for (h, stamp) in histogramStamps.enumerated() where stamp >= slot - 1 && stamp <= slot {
-                recent.add(histograms[h])
-            }
+            let (merged, recent) = latency(now: second)
             let ms = { (p: Double) in merged.totalCount == 0 ? 0 : Double(merged.valueAtPercentile(p)) / 1000 }
             var stats = WindowStats(
                 requestsPerSecond: arrivalRate(now: second, seconds: rateSeconds),
@@ -130,7 +140,7 @@ public final class GatewayStats: Sendable {
     let rateSeconds: Int
     /// Seconds the burst rate is averaged over.
     let burstSeconds = 2
-    private let state = Mutex(State())
+    let state = Mutex(State())
     private let epoch: ContinuousClock.Instant
     private let epochDate = Date()
     private let clock: @Sendable () -> ContinuousClock.Instant
@@ -146,7 +156,7 @@ public final class GatewayStats: Sendable {
         self.epoch = clock()
     }
 
-    private var second: Int { Int((clock() - epoch).components.seconds) }
+    var second: Int { Int((clock() - epoch).components.seconds) }
     private var date: Date { epochDate + (clock() - epoch).seconds }
 
     /// A request (replicaId nil) or one attempt of it on a replica begins.

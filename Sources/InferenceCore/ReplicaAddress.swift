@@ -1,7 +1,7 @@
 /// Where a replica's engine listens: the host its provider placed it on (loopback for local processes, a
 /// node's address on a cluster) and its port. The gateway and the health checker connect here, never to a
 /// host they assume.
-public struct ReplicaAddress: Sendable, Hashable, CustomStringConvertible {
+public struct ReplicaAddress: Sendable, Hashable, Codable, CustomStringConvertible {
     public var host: String
     public var port: Int
 

@@ -15,18 +15,36 @@ struct Status: AsyncParsableCommand {
         let data = try await api.request(.GET, "/api/v2/external/inference/get?deployment_id=\(queryEscape(id))&include_terminated=\(all)")
         if json { return printJSON(data) }
         let d = try api.decode(DeploymentInfo.self, from: data)
-        print(table(["FIELD", "VALUE"], [
+        var rows = [
             ["deployment_id", d.deploymentId], ["model", d.hfModelId], ["hardware_profile", d.hardwareProfile],
             ["status", d.status.rawValue], ["replicas", "\(d.currentReplicas) healthy, \(d.desiredReplicas) desired (min \(d.minReplicas), max \(d.maxReplicas))"],
             ["target", "\(formatNumber(d.targetRps)) req/s per replica, p95 \(formatNumber(d.targetLatencyP95Ms)) ms, stabilisation \(d.stabilisationWindow) s"],
             ["created_at", shortTime(d.createdAt)],
-        ]))
+        ]
+        if let leader = await controlPlane(api) { rows.append(["control_plane", leader]) }
+        print(table(["FIELD", "VALUE"], rows))
         guard !d.replicas.isEmpty else { return print("\nNo replicas.") }
         print("")
         print(table(["REPLICA", "STATUS", "HEALTHY", "LAST CHECK", "RESTARTS", "REASON"], d.replicas.map {
             [$0.replicaId, $0.status.rawValue, $0.healthy ? "yes" : "no", shortTime($0.lastHealthCheck), "\($0.restartCount)", oneLine($0.failReason ?? "")]
         }))
     }
+}
+
+/// Which instance leads the fleet and which one answered, from `/cluster`; nil where the server has no
+/// such route (the hosted service) or did not answer.
+func controlPlane(_ api: APIClient) async -> String? {
+    struct Cluster: Decodable {
+        struct Leader: Decodable { var instanceId: String; var epoch: Int }
+        var instanceId: String
+        var store: String?
+        var leader: Leader?
+    }
+    guard let data = try? await api.request(.GET, "/cluster", timeout: .seconds(5)),
+        let cluster = try? api.decode(Cluster.self, from: data)
+    else { return nil }
+    guard let leader = cluster.leader else { return cluster.store == "sqlite" ? "one server (embedded store)" : "no leader yet (answered by \(cluster.instanceId))" }
+    return "leader \(leader.instanceId) (epoch \(leader.epoch)), answered by \(cluster.instanceId)"
 }
 
 /// `lyceum infer deployments`: the caller's deployments.

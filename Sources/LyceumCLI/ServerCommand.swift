@@ -7,7 +7,7 @@ import Replicas
 /// `lyceum server`: control plane, gateway and controller in one process.
 struct ServerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "server", abstract: "Run the platform: API, gateway and replicas, in one process on 127.0.0.1.")
+        commandName: "server", abstract: "Run the platform: API, gateway and replicas in one process; several share one PostgreSQL store, one leading.")
 
     @Option(help: "Address to bind.") var host: String?
     @Option(help: "Port to listen on (0 picks a free one). Default 8080.") var port: Int?
@@ -21,6 +21,12 @@ struct ServerCommand: AsyncParsableCommand {
     var autoscaleInterval: Double?
     @Option(help: "Where state lives: postgres://user[:password]@host[:port]/database. Default: SQLite in the data directory.")
     var store: String?
+    @Option(help: "With a PostgreSQL store: 'any' (may lead the fleet, the default) or 'gateway' (serves API and gateway, never leads).")
+    var role: String?
+    @Option(name: .customLong("instance-id"), help: "This instance's name among those sharing a store. Default: host name and a random suffix.")
+    var instanceId: String?
+    @Option(name: .customLong("secret-key-file"), help: "Key that seals secrets at rest; instances sharing a store must share it. Default: DATA_DIR/secret.key.")
+    var secretKeyFile: String?
 
     func run() async throws {
         let level = Logger.Level(rawValue: logLevel) ?? .info
@@ -38,6 +44,9 @@ struct ServerCommand: AsyncParsableCommand {
         if let idleTimeout { configuration.idleTimeout = .milliseconds(Int64(idleTimeout * 1000)) }
         if let autoscaleInterval { configuration.autoscaleInterval = .milliseconds(Int64(autoscaleInterval * 1000)) }
         if let store { configuration.storeURL = store }
+        if let role { configuration.role = try ServerRole(parsing: role) }
+        if let instanceId { configuration.instanceId = try ServerRole.instanceId(instanceId) }
+        if let secretKeyFile { configuration.secretKeyFile = (secretKeyFile as NSString).expandingTildeInPath }
         if !gpus.isEmpty {
             logger.info("GPUs found", metadata: ["gpus": "\(gpus.map { "\($0.index): \($0.name)" }.joined(separator: "; "))"])
         }

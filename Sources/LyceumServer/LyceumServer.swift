@@ -12,6 +12,7 @@ import InferenceCore
 import Logging
 import ModelHub
 import Replicas
+import Routing
 import ServiceLifecycle
 #if canImport(Glibc)
 import Glibc
@@ -30,6 +31,19 @@ public struct BuiltServer: Sendable {
     public let autoscaler: Autoscaler
     public let authenticator: Authenticator
     public let httpClient: HTTPClient
+    /// With a shared store: the gateway's and the other instances' traffic, summed for the autoscaler.
+    let clusterTraffic: ClusterTraffic?
+}
+
+/// How an instance sharing a PostgreSQL store with others is wired: the fleet writes through the fenced
+/// view, the gateway routes from the table synced from the store, and commands reach the leader through it.
+struct ClusterWiring: Sendable {
+    var fleetStore: PostgresStore
+    var gatewayRoutes: RouteTable
+    var front: StoreFleet
+    var state: ClusterState
+    var mirror: RouteMirror
+    var fence: FleetFence
 }
 
 /// Builds and runs `lyceum server`: control plane, gateway and controller in one process, one ServiceGroup.
@@ -42,60 +56,77 @@ public enum LyceumServer {
         let lock = try DataDirLock(path: "\(config.dataDir)/server.lock")
         defer { lock.release() }
 
-        let (store, fleetLock) = try await openStore(config, logger: logger)
-        let sealer = try SecretSealer(keyFile: "\(config.dataDir)/secret.key")
+        let sealer = try SecretSealer(keyFile: config.secretKeyFile ?? "\(config.dataDir)/secret.key")
+        let store: any DeploymentStore
+        var cluster: ClusterWiring?
+        if let url = config.storeURL {
+            let shared = try await PostgresStore(url: url, idleTransactionTimeout: config.leaderFreezeTimeout, logger: logger)
+            let instanceId = config.instanceId ?? Self.defaultInstanceId()
+            let state = ClusterState(instanceId: instanceId, role: config.role)
+            let fence = FleetFence { epoch, current in
+                Leadership.stepDown(
+                    "a fleet write was refused: this instance led epoch \(epoch), the fleet is now led under epoch \(current)", store: shared,
+                    state: state, logger: logger)
+            }
+            store = shared
+            cluster = ClusterWiring(
+                fleetStore: shared.fenced(by: fence), gatewayRoutes: RouteTable(),
+                front: StoreFleet(store: shared, profiles: config.profiles, dataDir: config.dataDir, stopWait: config.stopGrace + .seconds(15), logger: logger),
+                state: state, mirror: RouteMirror(), fence: fence)
+            logger.info("sharing PostgreSQL with other instances", metadata: ["instance": "\(instanceId)", "role": "\(config.role.rawValue)"])
+        } else {
+            store = try SQLiteStore(path: "\(config.dataDir)/lyceum.db")
+        }
         let server = try await buildApplication(
             configuration: config, store: store, provider: LocalProcessProvider(), probe: { HTTPHealthProbe(client: $0) }, sealer: sealer,
-            logger: logger)
-        try await bootstrapAdminKey(store: store, authenticator: server.authenticator, dataDir: config.dataDir)
+            cluster: cluster, logger: logger)
+        if let shared = store as? PostgresStore {
+            let (authenticator, dataDir) = (server.authenticator, config.dataDir)
+            try await shared.exclusively { try await bootstrapAdminKey(store: shared, authenticator: authenticator, dataDir: dataDir) }
+        } else {
+            try await bootstrapAdminKey(store: store, authenticator: server.authenticator, dataDir: config.dataDir)
+        }
+        var services = server.services
+        if let cluster, let url = config.storeURL, let traffic = server.clusterTraffic {
+            // Shut down in reverse: the HTTP side first, then the route sync, then the fleet (which stops or hands
+            // over its replicas), the heartbeat last.
+            services = [
+                Heartbeat(store: cluster.front.store, state: cluster.state, stats: server.gateway.stats, traffic: traffic, interval: .seconds(1), logger: logger),
+                Leadership(
+                    url: url, store: cluster.front.store, fence: cluster.fence, fencedStore: cluster.fleetStore, state: cluster.state,
+                    controller: server.controller, autoscaler: server.autoscaler, mirror: cluster.mirror, freezeTimeout: config.leaderFreezeTimeout,
+                    logger: logger),
+                RouteSync(url: url, store: cluster.front.store, table: cluster.gatewayRoutes, state: cluster.state, resyncInterval: .seconds(5), logger: logger),
+            ] + server.services.filter { !($0 is Controller) && !($0 is Autoscaler) } + [
+                Departure(store: cluster.front.store, state: cluster.state, logger: logger)
+            ]
+        }
 
         // Shut down in reverse: answer waiting requests 503 and arm the watchdog, stop taking requests and finish
         // those in flight, finish background ones, then stop replicas. A drain that hangs turns into
         // cancellation, leaving time to stop replicas; the watchdog ends the process at `shutdown_timeout_s`
         // whatever happens, after killing every replica process group.
         var groupConfig = ServiceGroupConfiguration(
-            services: server.services.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
+            services: services.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         groupConfig.maximumGracefulShutdownDuration = max(
             .seconds(1), config.shutdownTimeout - config.stopGrace - .seconds(4))
         let group = ServiceGroup(configuration: groupConfig)
-        // Losing the fleet lock means another instance may take the fleet over: stop acting at once.
-        let watch = fleetLock.map { lock in
-            Task {
-                await lock.lost()
-                guard !Task.isCancelled else { return }
-                logger.critical("lost the PostgreSQL connection that holds the fleet lock; exiting so that no two instances run the fleet")
-                exit(75)
-            }
-        }
         do {
             try await group.run()
         } catch {
-            watch?.cancel()
             try? await server.httpClient.shutdown()
             throw error
         }
-        watch?.cancel()
-        await fleetLock?.release()
         await (store as? PostgresStore)?.shutdown()
         try await server.httpClient.shutdown()
         logger.info("server stopped")
     }
 
-    /// SQLite in the data directory, or PostgreSQL with this instance holding the database's fleet lock
-    /// (one instance per database until leader election lets several share it).
-    static func openStore(_ config: ServerConfiguration, logger: Logger) async throws -> (any DeploymentStore, FleetLock?) {
-        guard let url = config.storeURL else { return (try SQLiteStore(path: "\(config.dataDir)/lyceum.db"), nil) }
-        guard let lock = try await FleetLock.acquire(url: url, logger: logger) else {
-            throw ConfigurationError(
-                "another lyceum server runs the fleet of this database (it holds the fleet lock); one instance per database for now")
-        }
-        do {
-            return (try await PostgresStore(url: url, logger: logger), lock)
-        } catch {
-            await lock.release()
-            throw error
-        }
+    /// The host name and a random suffix: unique among instances, readable in logs and `/metrics`.
+    static func defaultInstanceId() -> String {
+        let host = ProcessInfo.processInfo.hostName.prefix { $0 != "." }.filter { $0.isLetter || $0.isNumber || $0 == "-" }
+        return "\(host.prefix(40).isEmpty ? "lyceum" : String(host.prefix(40)))-\(UUID().uuidString.lowercased().prefix(6))"
     }
 
     /// Wires the platform from one configuration onto a store and a replica provider. The caller runs
@@ -103,6 +134,13 @@ public enum LyceumServer {
     public static func buildApplication(
         configuration config: ServerConfiguration, store: any DeploymentStore, provider: any ReplicaProvider,
         probe makeProbe: (HTTPClient) -> any HealthProbing, sealer: SecretSealer, logger: Logger
+    ) async throws -> BuiltServer {
+        try await buildApplication(configuration: config, store: store, provider: provider, probe: makeProbe, sealer: sealer, cluster: nil, logger: logger)
+    }
+
+    static func buildApplication(
+        configuration config: ServerConfiguration, store: any DeploymentStore, provider: any ReplicaProvider,
+        probe makeProbe: (HTTPClient) -> any HealthProbing, sealer: SecretSealer, cluster: ClusterWiring?, logger: Logger
     ) async throws -> BuiltServer {
         let fm = FileManager.default
         let authenticator = Authenticator(store: store)
@@ -123,18 +161,21 @@ public enum LyceumServer {
         controllerConfig.orgQuota = config.orgQuota
         let lyceumExecutable = (try? fm.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         let hub = HubClient(endpoint: config.hfEndpoint)
+        // With a shared store the fleet writes through the fenced view, and its routes go to the store.
+        let fleetStore: any DeploymentStore = cluster?.fleetStore ?? store
         let controller = Controller(
-            store: store, provider: provider,
+            store: fleetStore, provider: provider,
             launcher: EngineLauncher(
                 lyceumExecutable: lyceumExecutable, vllmExecutable: config.vllmExecutable,
                 llamaServerExecutable: config.llamaServerExecutable),
             probe: makeProbe(httpClient), sealer: sealer,
             downloader: ModelDownloader(cacheDir: config.modelCacheDir, hub: hub, logger: logger),
-            configuration: controllerConfig, logger: logger)
+            configuration: controllerConfig, routes: RouteTable(observer: cluster?.mirror.observer), logger: logger)
 
         let router = Router(context: LyceumRequestContext.self)
         router.add(middleware: UnknownRouteMiddleware())
         router.get("health") { _, _ in Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "ok\n"))) }
+        addClusterRoutes(to: router, state: cluster?.state, authenticator: authenticator)
         var policy = TenantPolicy()
         policy.createLimits = CreateLimits(maxReplicasPerDeployment: config.maxReplicasPerDeployment)
         policy.quota = config.orgQuota
@@ -143,7 +184,7 @@ public enum LyceumServer {
         let cacheDir = config.modelCacheDir
         policy.isModelCached = { repo in ModelDownloader.hasCachedSnapshot(cacheDir: cacheDir, repo: repo) }
         ControlPlaneRoutes(
-            store: store, controller: controller, authenticator: authenticator, sealer: sealer,
+            store: store, fleet: cluster?.front ?? controller, authenticator: authenticator, sealer: sealer,
             profiles: config.profiles, hub: hub, hubCheckTimeout: config.hubCheckTimeout, policy: policy
         ).add(to: router)
         let background = BackgroundRequests()
@@ -154,17 +195,19 @@ public enum LyceumServer {
         gatewayConfig.maxStoredResultsPerOrg = config.orgQuota.maxStoredResults
         gatewayConfig.maxStoredResultBytesPerOrg = config.orgQuota.maxStoredResultBytes
         let gateway = Gateway(
-            store: store, authenticator: authenticator, routes: controller.routes, fleet: controller, client: httpClient, background: background,
-            configuration: gatewayConfig)
+            store: store, authenticator: authenticator, routes: cluster?.gatewayRoutes ?? controller.routes, fleet: cluster?.front ?? controller,
+            client: httpClient, background: background, configuration: gatewayConfig)
         gateway.add(to: router)
-        await controller.setTraffic(gateway.stats)
+        let clusterTraffic = cluster.map { _ in ClusterTraffic(local: gateway.stats) }
+        let traffic: any TrafficSource = clusterTraffic ?? gateway.stats
+        await controller.setTraffic(traffic)
         var autoscalerConfig = AutoscalerConfiguration()
         autoscalerConfig.interval = config.autoscaleInterval
         autoscalerConfig.idleTimeout = config.idleTimeout
         autoscalerConfig.settle = config.scaleUpSettle
         autoscalerConfig.tolerance = config.scaleTolerance
         autoscalerConfig.pressureMemory = config.scalePressureMemory
-        let autoscaler = Autoscaler(store: store, fleet: controller, traffic: gateway.stats, configuration: autoscalerConfig, logger: logger)
+        let autoscaler = Autoscaler(store: fleetStore, fleet: controller, traffic: traffic, configuration: autoscalerConfig, logger: logger)
         let metricsNeedKey = config.metricsNeedKey
         router.get("metrics") { request, _ in
             if metricsNeedKey {
@@ -177,7 +220,7 @@ public enum LyceumServer {
             }
             return Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
-                body: .init(byteBuffer: ByteBuffer(string: gateway.metrics() + autoscaler.metrics())))
+                body: .init(byteBuffer: ByteBuffer(string: gateway.metrics() + autoscaler.metrics() + (cluster?.state.metrics() ?? ""))))
         }
 
         let dataDir = config.dataDir
@@ -198,6 +241,7 @@ public enum LyceumServer {
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? config.port
                 let url = "http://\(config.host):\(port)"
+                cluster?.state.url.withLock { $0 = url }
                 try? Data((url + "\n").utf8).write(to: URL(fileURLWithPath: "\(dataDir)/server.url"))
                 print("lyceum server listening on \(url) (data in \(dataDir))")
                 fflush(nil)
@@ -207,7 +251,7 @@ public enum LyceumServer {
         let shutdownGuard = ShutdownGuard(gateway: gateway, timeout: config.shutdownTimeout, logger: logger)
         return BuiltServer(
             application: app, services: [controller, background, autoscaler, app, shutdownGuard], store: store, controller: controller,
-            gateway: gateway, autoscaler: autoscaler, authenticator: authenticator, httpClient: httpClient)
+            gateway: gateway, autoscaler: autoscaler, authenticator: authenticator, httpClient: httpClient, clusterTraffic: clusterTraffic)
     }
 
     /// On the first start: an organisation and an admin key, printed once and saved to `admin.key` (0600).

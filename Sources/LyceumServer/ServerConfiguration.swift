@@ -59,6 +59,15 @@ public struct ServerConfiguration: Sendable {
     /// A kept-alive connection with no request for this long is closed.
     public var connectionIdleTimeout: Duration = .seconds(75)
 
+    /// With a PostgreSQL store: `any` instance may lead the fleet; a `gateway` never does.
+    public var role = ServerRole.any
+    /// This instance's name among those sharing a store (default: host name and a random suffix).
+    public var instanceId: String?
+    /// The key that seals secrets at rest (created if missing); instances sharing a store share this file.
+    public var secretKeyFile: String?
+    /// A leader that stops heartbeating (frozen, stalled) loses the fleet after this.
+    public var leaderFreezeTimeout: Duration = .seconds(5)
+
     /// Whether `/metrics` asks for an admin key.
     public var metricsNeedKey: Bool {
         metricsAuth ?? !["127.0.0.1", "localhost", "::1"].contains(host)
@@ -118,6 +127,10 @@ public struct ServerConfiguration: Sendable {
         var maxBodyBytes: Int?
         var replicaWaitS: Double?
         var upstreamTimeoutS: Double?
+        var role: String?
+        var instanceId: String?
+        var secretKeyFile: String?
+        var leaderFreezeTimeoutS: Double?
     }
 
     /// Defaults, with GPU profiles' devices from `gpus`, then the config file (if any) on top.
@@ -187,6 +200,10 @@ public struct ServerConfiguration: Sendable {
         if let v = file.maxBodyBytes { config.gateway.maxBodyBytes = try count(v, "max_body_bytes", (1 << 20)...(1 << 30)) }
         if let v = file.replicaWaitS { config.gateway.replicaWait = try seconds(v, "replica_wait_s") }
         if let v = file.upstreamTimeoutS { config.gateway.upstreamTimeout = try seconds(v, "upstream_timeout_s") }
+        if let v = file.role { config.role = try ServerRole(parsing: v) }
+        if let v = file.instanceId { config.instanceId = try ServerRole.instanceId(v) }
+        if let v = file.secretKeyFile { config.secretKeyFile = v }
+        if let v = file.leaderFreezeTimeoutS { config.leaderFreezeTimeout = try seconds(max(1, v), "leader_freeze_timeout_s") }
         return config
     }
 
@@ -200,6 +217,28 @@ public struct ServerConfiguration: Sendable {
     static func seconds(_ v: Double, _ key: String) throws -> Duration {
         guard v.isFinite, v > 0, v <= 7 * 86400 else { throw ConfigurationError("\(key) must be a number of seconds above 0 and at most 604800, not \(v)") }
         return .milliseconds(Int64(v * 1000))
+    }
+}
+
+/// What an instance sharing a PostgreSQL store may do.
+public enum ServerRole: String, Sendable {
+    /// Serve the API and the gateway, and lead the fleet when elected.
+    case any
+    /// Serve the API and the gateway only.
+    case gateway
+
+    public init(parsing text: String) throws {
+        guard let role = ServerRole(rawValue: text) else { throw ConfigurationError("role must be 'any' or 'gateway', not '\(text.prefix(40))'") }
+        self = role
+    }
+
+    /// An instance id: 1 to 64 letters, digits, '.', '-' or '_'.
+    public static func instanceId(_ text: String) throws -> String {
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
+        guard (1...64).contains(text.count), text.allSatisfy(allowed.contains) else {
+            throw ConfigurationError("instance_id must be 1 to 64 letters, digits, '.', '-' or '_'")
+        }
+        return text
     }
 }
 

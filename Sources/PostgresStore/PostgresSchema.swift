@@ -4,6 +4,8 @@
 enum PostgresSchema {
     /// `pg_advisory_xact_lock` key for migrations: any constant the platform's other locks do not use.
     static let migrationLock: Int64 = 0x6C79_6365_756D_0001
+    /// Session advisory lock for one-time steps at start (the first admin key).
+    static let bootstrapLock: Int64 = 0x6C79_6365_756D_0003
 
     static let migrations: [(version: Int64, statements: [String])] = [
         (1, [
@@ -62,6 +64,26 @@ enum PostgresSchema {
             """,
         ]),
         (2, ["ALTER TABLE replicas ADD COLUMN host TEXT"]),
+        (3, [
+            // One row: the epoch of the current leader, bumped by each new one; fleet writes check it.
+            """
+            CREATE TABLE fleet_leader (
+                id INTEGER PRIMARY KEY CHECK (id = 1), epoch BIGINT NOT NULL, instance_id TEXT NOT NULL, url TEXT NOT NULL,
+                since TIMESTAMPTZ NOT NULL)
+            """,
+            "INSERT INTO fleet_leader (id, epoch, instance_id, url, since) VALUES (1, 0, '', '', now())",
+            // Every server instance: its heartbeat, and the traffic its gateway saw (for the leader's autoscaler).
+            """
+            CREATE TABLE instances (
+                id TEXT PRIMARY KEY, url TEXT NOT NULL, role TEXT NOT NULL, started_at TIMESTAMPTZ NOT NULL,
+                heartbeat_at TIMESTAMPTZ NOT NULL, traffic TEXT)
+            """,
+            // The leader's route table, which every gateway routes from.
+            """
+            CREATE TABLE fleet_routes (
+                deployment_id TEXT PRIMARY KEY, route TEXT, epoch BIGINT NOT NULL, updated_at TIMESTAMPTZ NOT NULL)
+            """,
+        ]),
     ]
 }
 

@@ -10,19 +10,30 @@ import PostgresNIO
 public final class PostgresStore: DeploymentStore {
     let client: PostgresClient
     let logger: Logger
-    private let runner: Task<Void, Never>
+    /// Runs the pool; nil in a fenced view, which shares its parent's pool.
+    private let runner: Task<Void, Never>?
+    /// Set in the leader's view of the store: every write checks the leader epoch first.
+    let fence: FleetFence?
 
     /// Connects a pool to `url` (`postgres://user[:password]@host[:port]/database`) and applies pending
     /// migrations. Call `shutdown()` when done.
-    public convenience init(url: String, logger: Logger) async throws {
-        try await self.init(configuration: try Self.configuration(url: url), logger: logger)
+    ///
+    /// A transaction left open longer than `idleTransactionTimeout` by its client (an instance frozen in the
+    /// middle of one) is ended by the server, so its row locks cannot hold up the rest of the fleet.
+    public convenience init(url: String, idleTransactionTimeout: Duration = .seconds(5), logger: Logger) async throws {
+        var configuration = try Self.configuration(url: url)
+        let millis = max(1000, idleTransactionTimeout.components.seconds * 1000 + idleTransactionTimeout.components.attoseconds / 1_000_000_000_000_000)
+        configuration.options.additionalStartupParameters = [("idle_in_transaction_session_timeout", "\(millis)")]
+        try await self.init(configuration: configuration, logger: logger)
     }
 
     public init(configuration: PostgresClient.Configuration, logger: Logger) async throws {
         client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         self.logger = logger
+        fence = nil
         let client = client
-        runner = Task { await client.run() }
+        let runner = Task { await client.run() }
+        self.runner = runner
         do {
             try await migrate()
         } catch {
@@ -32,8 +43,23 @@ public final class PostgresStore: DeploymentStore {
         }
     }
 
-    /// Closes the pool's connections.
+    private init(sharing parent: PostgresStore, fence: FleetFence) {
+        client = parent.client
+        logger = parent.logger
+        runner = nil
+        self.fence = fence
+    }
+
+    /// The same database, seen by the leader of `fence.epoch`: each write runs in a transaction that first
+    /// checks the stored leader epoch (under a share lock, so a takeover waits for writes under way) and
+    /// changes nothing once another instance has taken over.
+    public func fenced(by fence: FleetFence) -> PostgresStore {
+        PostgresStore(sharing: self, fence: fence)
+    }
+
+    /// Closes the pool's connections (a fenced view leaves them to its parent).
     public func shutdown() async {
+        guard let runner else { return }
         runner.cancel()
         await runner.value
     }
@@ -78,8 +104,38 @@ public final class PostgresStore: DeploymentStore {
         try await all(query, decode).first
     }
 
+    /// Runs one write: on its own, or fenced in a transaction in the leader's view.
     func execute(_ query: PostgresQuery) async throws {
-        try await client.query(query, logger: logger)
+        guard fence != nil else {
+            try await client.query(query, logger: logger)
+            return
+        }
+        try await transaction { conn in _ = try await conn.query(query, logger: self.logger) }
+    }
+
+    /// Runs `body` in one transaction, after the fence check in the leader's view.
+    func transaction<T>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+        do {
+            return try await fencedTransaction(body)
+        } catch let error as PostgresTransactionError {
+            // A refused write is rolled back cleanly: say so plainly rather than as a transaction failure.
+            if let fenced = error.closureError as? FencedWrite, error.rollbackError == nil { throw fenced }
+            throw error
+        }
+    }
+
+    private func fencedTransaction<T>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+        try await client.withTransaction(logger: logger) { conn in
+            if let fence {
+                let rows = try await conn.query("SELECT epoch FROM fleet_leader WHERE id = 1 FOR SHARE", logger: logger).collect()
+                let current = try rows.first?.decode(Int64.self) ?? -1
+                guard current == fence.epoch else {
+                    fence.deposed(current: current)
+                    throw FencedWrite(epoch: fence.epoch, current: current)
+                }
+            }
+            return try await body(conn)
+        }
     }
 
     // MARK: Organisations and keys
@@ -132,7 +188,7 @@ public final class PostgresStore: DeploymentStore {
     // MARK: Deployments
 
     public func insert(_ deployment: DeploymentRecord, event: String) async throws {
-        try await client.withTransaction(logger: logger) { conn in
+        try await transaction { conn in
             try await conn.query(Rows.insert(deployment), logger: logger)
             try await conn.query(
                 "INSERT INTO events (deployment_id, at, kind, message) VALUES (\(deployment.id), \(deployment.createdAt), 'created', \(event))",
@@ -162,7 +218,7 @@ public final class PostgresStore: DeploymentStore {
 
     @discardableResult
     public func updateDeployment(id: String, now: Date, _ change: @Sendable @escaping (inout DeploymentRecord) -> Void) async throws -> DeploymentRecord? {
-        try await client.withTransaction(logger: logger) { conn in
+        try await transaction { conn in
             let rows = try await conn.query(
                 "SELECT \(unescaped: Rows.deploymentColumns) FROM deployments WHERE id = \(id) FOR UPDATE", logger: logger
             ).collect()
@@ -216,7 +272,7 @@ public final class PostgresStore: DeploymentStore {
 
     @discardableResult
     public func updateReplica(id: String, _ change: @Sendable @escaping (inout ReplicaRecord) -> Void) async throws -> ReplicaRecord? {
-        try await client.withTransaction(logger: logger) { conn in
+        try await transaction { conn in
             let rows = try await conn.query("SELECT \(unescaped: Rows.replicaColumns) FROM replicas WHERE id = \(id) FOR UPDATE", logger: logger).collect()
             guard let row = rows.first else { return nil }
             var r = try Rows.replica(row)

@@ -6,7 +6,7 @@ import Synchronization
 /// A lock around a dictionary rather than an actor: the gateway reads it on every request, synchronously.
 public final class RouteTable: Sendable {
     /// A ready replica and where it listens.
-    public struct Endpoint: Sendable, Equatable {
+    public struct Endpoint: Sendable, Equatable, Codable {
         public var replicaId: String
         /// Loopback for local processes, a node's address for a cluster provider.
         public var address: ReplicaAddress
@@ -26,7 +26,7 @@ public final class RouteTable: Sendable {
         }
     }
 
-    public struct Route: Sendable {
+    public struct Route: Sendable, Equatable, Codable {
         public var orgId: String
         public var status: DeploymentStatus
         public var endpoints: [Endpoint]
@@ -42,6 +42,8 @@ public final class RouteTable: Sendable {
     }
 
     private let routes = Mutex<[String: Route]>([:])
+    /// Told of every publish, in order (the leader mirrors its table into a shared store from it).
+    private let observer: (@Sendable (String) -> Void)?
 
     /// Requests waiting for a deployment's route to change (a replica becoming ready, a resume), by deployment.
     private enum Slot {
@@ -52,7 +54,9 @@ public final class RouteTable: Sendable {
 
     private let waiters = Mutex<(next: UInt64, slots: [String: [UInt64: Slot]])>((0, [:]))
 
-    public init() {}
+    public init(observer: (@Sendable (_ deploymentId: String) -> Void)? = nil) {
+        self.observer = observer
+    }
 
     /// Waits until the deployment's route is published again, or `limit` passes: a request waiting for a
     /// replica is woken by the change itself, not by polling.
@@ -106,7 +110,11 @@ public final class RouteTable: Sendable {
     }
 
     public func publish(_ deploymentId: String, _ route: Route?) {
-        routes.withLock { $0[deploymentId] = route }
+        let changed = routes.withLock { table -> Bool in
+            defer { table[deploymentId] = route }
+            return table[deploymentId] != route
+        }
+        if changed { observer?(deploymentId) }
         let woken = waiters.withLock { w -> [CheckedContinuation<Void, Never>] in
             guard let slots = w.slots[deploymentId] else { return [] }
             var out: [CheckedContinuation<Void, Never>] = []
@@ -125,4 +133,11 @@ public final class RouteTable: Sendable {
 
     /// Every published route, for `/metrics`.
     public func snapshot() -> [String: Route] { routes.withLock { $0 } }
+
+    /// Replaces the whole table (a gateway's full resync from the store), waking waiters of routes that changed.
+    public func replaceAll(_ table: [String: Route]) {
+        let old = snapshot()
+        for (id, route) in table where old[id] != route { publish(id, route) }
+        for id in old.keys where table[id] == nil { publish(id, nil) }
+    }
 }

@@ -1,14 +1,14 @@
 """`lyceum server --store postgres://...` against a real PostgreSQL server (Debian's, started by
 scripts/test.sh in a temporary folder on loopback): the platform's state lives in PostgreSQL, survives a
 restart and a SIGKILL (the replacement re-adopts the running replicas from it), and a second instance on
-the same database refuses to run the fleet beside the first."""
+the same database stands by rather than run the fleet beside the first."""
 import os
 import subprocess
 import uuid
 
 import pytest
 
-from harness import LYCEUM_BIN, start_server, wait_for  # noqa: F401
+from harness import Server, start_server, wait_for  # noqa: F401
 
 POSTGRES = os.environ.get("LYCEUM_TEST_POSTGRES_URL")
 pytestmark = pytest.mark.skipif(not POSTGRES, reason="scripts/test.sh starts PostgreSQL and sets LYCEUM_TEST_POSTGRES_URL")
@@ -36,12 +36,17 @@ def test_state_lives_in_postgres_survives_a_restart_and_one_instance_runs_the_fl
     assert sql(url, "SELECT count(*) FROM api_keys WHERE is_admin") == "1"
     assert not os.path.exists(os.path.join(server.data_dir, "lyceum.db")), "no SQLite file when the store is PostgreSQL"
 
-    # A second instance on the same database would run the same fleet: it refuses, saying why.
-    second = subprocess.run(
-        [LYCEUM_BIN, "server", "--port", "0", "--data-dir", str(tmp_path / "second"), "--store", url],
-        capture_output=True, text=True, timeout=60)
-    assert second.returncode != 0
-    assert "another lyceum server runs the fleet of this database" in second.stderr + second.stdout
+    # A second instance on the same database does not run the fleet beside the first: it stands by, and
+    # serves the API and the gateway from the same state.
+    second = Server(tmp_path / "second", args=["--store", url, "--secret-key-file", os.path.join(server.data_dir, "secret.key")])
+    second.key = server.key
+    second.start()
+    try:
+        assert second.request("GET", "/readyz").json()["is_leader"] is False
+        wait_for(lambda: second.chat(d).status_code == 200, timeout=30, what="the standby to route")
+        assert "another instance leads the fleet" in second.log_text()
+    finally:
+        second.terminate()
 
     # Restarted, the server finds its deployment, key and events in PostgreSQL and serves again.
     server.terminate()
