@@ -34,6 +34,17 @@ PROFILES = {"health_interval_s": 0.5, "reconcile_interval_s": 0.3, "hardware_pro
 CONFIG = os.path.join(WORK, "config.json")
 json.dump(PROFILES, open(CONFIG, "w"))
 procs = {}
+NOTES_TAKEOVER = """
+A crash frees the lock with the dead process's connection and a standby (polling every 200 ms) claims it. A
+freeze is caught by the lock session's `idle_session_timeout` (the leader heartbeats every second). The
+terminated session is a network cut as the database sees it once it has given up on the leader: a real cut
+adds that detection, bounded by the session's keepalives (2 s idle, 3 probes 2 s apart) and
+`tcp_user_timeout` (8 s)."""
+NOTES_CAPACITY = """
+On this 2-core machine every gateway instance, both simulator replicas and the load generators share the
+same two cores, so a second or third instance cannot add throughput here: the rows measure what splitting
+one machine's CPU over more processes costs (each instance also heartbeats and keeps its own route table),
+not the scale-out that instances on separate machines get."""
 
 
 def sql(url, query):
@@ -245,6 +256,7 @@ def main():
              "cut": "the lock's session terminated (pg_terminate_backend)"}
     for fault, xs in t.items():
         out.append(f"| {names[fault]} | {len(xs)} | {statistics.median(xs):.3f} | {min(xs):.3f} | {max(xs):.3f} |")
+    out += NOTES_TAKEOVER.splitlines()
     out += ["", "### What the gateway adds (latency ms, open loop, two runs each, interleaved)", "",
             "| path | rate | p50 | p90 | p99 | errors |", "|---|---|---|---|---|---|"]
     for r in lat:
@@ -253,6 +265,7 @@ def main():
             "| gateways | held req/s |", "|---|---|"]
     for n, v in held.items():
         out.append(f"| {n} | {v} |")
+    out += NOTES_CAPACITY.splitlines()
     out += ["", "<details><summary>every step</summary>", "", "| gateways | req/s | ok | errors | p99 ms |", "|---|---|---|---|---|"]
     for r in detail:
         out.append(f"| {r['gateways']} | {r['rps']} | {r['ok']} | {r['errors']} | {r['p99_ms']:.1f} |")
