@@ -1,6 +1,7 @@
 import DeploymentStore
 import Foundation
 import InferenceCore
+import Replicas
 import Routing
 
 /// What the controller asks of the instance it runs in when several instances share one store. The
@@ -37,6 +38,26 @@ extension Controller: FleetControl {
         guard !ids.isEmpty else { return }
         publishRoute(deployment, status: deployment.status, reason: nil)
         await stopReplicas(Array(ids), reason: nil)
+    }
+
+    /// The handle a stored replica was last run under (rows from before handles: its pid).
+    nonisolated static func handle(of replica: ReplicaRecord) -> ReplicaHandle? {
+        replica.handle.map(ReplicaHandle.init) ?? replica.pid.map(ReplicaHandle.process)
+    }
+
+    /// After recovery: runs the provider can see for replicas this store knows, but that were not re-adopted
+    /// (their replica stopped, or a run whose handle never reached the store), are stopped. Runs of replica
+    /// ids the store does not know belong to another platform and are left alone.
+    func reapStrays() async {
+        for (replicaId, handle) in await provider.running() where runtimes[replicaId] == nil {
+            guard let record = await persist("replica", { try await store.replica(id: replicaId) }) else { continue }
+            guard await cluster.stillLeads() else { return }
+            await provider.stop(handle, grace: configuration.stopGrace)
+            await persist("addEvent", { try await store.addEvent(
+                deploymentId: record.deploymentId, kind: "replica_reaped",
+                message: "replica \(replicaId): a run (\(handle)) the store did not account for was stopped") })
+            logger.warning("stopped a stray replica run", metadata: ["replica.id": "\(replicaId)", "replica.handle": "\(handle)"])
+        }
     }
 
     /// Deployments this controller runs replicas for that a full pass did not load (stopped elsewhere).

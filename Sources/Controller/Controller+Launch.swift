@@ -67,7 +67,7 @@ extension Controller {
         devicesInUse.formUnion(devices)
         let now = Date()
         runtimes[replica.id] = Runtime(
-            deploymentId: deployment.id, pid: nil, address: ReplicaAddress(host: provider.replicaHost, port: port), devices: devices,
+            deploymentId: deployment.id, handle: nil, address: ReplicaAddress(host: provider.replicaHost, port: port), devices: devices,
             healthPath: command.healthPath,
             servedModelName: command.servedModelName, startedAt: now, adopted: false, orgId: deployment.orgId, profileName: profile.name)
         let deviceList = devices.joined(separator: ",")
@@ -76,6 +76,7 @@ extension Controller {
             $0.port = port
             $0.host = self.provider.replicaHost
             $0.pid = nil
+            $0.handle = nil
             $0.devices = deviceList
             $0.startedAt = now
             $0.stoppedAt = nil

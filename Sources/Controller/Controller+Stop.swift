@@ -109,9 +109,9 @@ extension Controller {
                     try? await Task.sleep(for: .milliseconds(20))
                 }
             }
-            if let pid = runtimes[id]?.pid {
+            if let handle = runtimes[id]?.handle {
                 guard await cluster.stillLeads() else { return }
-                await provider.terminate(pid: pid, grace: configuration.stopGrace)
+                await provider.stop(handle, grace: configuration.stopGrace)
             }
             // Our own child's exit is reported by its supervisor, which drops the runtime; wait for that (bounded).
             let deadline = Date().addingTimeInterval(configuration.stopGrace.seconds + 5)
@@ -128,6 +128,7 @@ extension Controller {
             r.status = .stopped
             r.healthy = false
             r.pid = nil
+            r.handle = nil
             r.stoppedAt = now
             r.progress = nil
             if let reason { r.failReason = reason }
@@ -150,36 +151,44 @@ extension Controller {
 
     // MARK: Recovery
 
-    /// After a restart (clean or not): re-adopt replica processes that are still alive, reap the rest.
+    /// After a restart (clean or not): re-adopt replica runs that are still alive, reap the rest, then stop
+    /// runs the store does not account for.
     func recover() async {
+        await recoverKnown()
+        await reapStrays()
+    }
+
+    func recoverKnown() async {
         guard let replicas = await persist("liveReplicas", { try await store.liveReplicas() }) else { return }
         for replica in replicas {
             guard let deployment = await persist("deployment", { try await store.deployment(id: replica.deploymentId) }) else { continue }
-            if let pid = replica.pid, let port = replica.port, deployment.status.isActive,
+            let handle = Self.handle(of: replica)
+            if let handle, let port = replica.port, deployment.status.isActive,
                 configuration.profile(named: deployment.hardwareProfile) != nil,
-                provider.isAlive(pid: pid, replicaId: replica.id)
+                provider.isAlive(handle, replicaId: replica.id)
             {
                 let devices = replica.deviceList
                 devicesInUse.formUnion(devices)
                 runtimes[replica.id] = Runtime(
-                    deploymentId: deployment.id, pid: pid, address: ReplicaAddress(host: replica.host ?? provider.replicaHost, port: port),
+                    deploymentId: deployment.id, handle: handle, address: ReplicaAddress(host: replica.host ?? provider.replicaHost, port: port),
                     devices: devices, healthPath: "/health",
                     servedModelName: deployment.id, startedAt: replica.startedAt ?? Date(), adopted: true,
                     healthy: replica.healthy, orgId: deployment.orgId, profileName: deployment.hardwareProfile,
                     answerVerified: replica.healthy)
-                await persist("addEvent", { try await store.addEvent(deploymentId: deployment.id, kind: "replica_adopted", message: "replica \(replica.id) (pid \(pid)) re-adopted after a server restart") })
-                logger.info("re-adopted replica", metadata: ["replica.id": "\(replica.id)", "replica.pid": "\(pid)"])
+                await persist("addEvent", { try await store.addEvent(deploymentId: deployment.id, kind: "replica_adopted", message: "replica \(replica.id) (\(handle)) re-adopted after a server restart") })
+                logger.info("re-adopted replica", metadata: ["replica.id": "\(replica.id)", "replica.handle": "\(handle)"])
             } else {
-                if let pid = replica.pid, provider.isAlive(pid: pid, replicaId: replica.id) {
-                    await provider.terminate(pid: pid, grace: configuration.stopGrace)
+                if let handle, provider.isAlive(handle, replicaId: replica.id) {
+                    await provider.stop(handle, grace: configuration.stopGrace)
                 }
-                let wasRunning = replica.pid != nil
+                let wasRunning = handle != nil
                 // A crash neither loses nor double-counts time: the run ends when the replica was last seen alive.
                 await persist("closeRun", { try await store.closeRun(replicaId: replica.id, at: replica.lastSeenAlive ?? replica.startedAt ?? Date()) })
                 await persist("updateReplica", { try await store.updateReplica(id: replica.id) { r in
                     r.status = .stopped
                     r.healthy = false
                     r.pid = nil
+                    r.handle = nil
                     r.stoppedAt = r.lastSeenAlive ?? Date()
                     r.progress = nil
                     r.failReason = wasRunning ? "its process was gone after a server restart; replaced" : "replaced after a server restart"
@@ -194,7 +203,7 @@ extension Controller {
     /// Publishes a deployment's ready replicas: healthy, not being stopped or killed.
     func publishRoute(_ deployment: DeploymentRecord, status: DeploymentStatus, reason: String?) {
         let endpoints = runtimes.compactMap { id, r in
-            r.deploymentId == deployment.id && r.healthy && !r.stopping && r.killReason == nil && r.pid != nil
+            r.deploymentId == deployment.id && r.healthy && !r.stopping && r.killReason == nil && r.handle != nil
                 ? RouteTable.Endpoint(replicaId: id, address: r.address, servedModelName: r.servedModelName) : nil
         }.sorted { $0.replicaId < $1.replicaId }
         routes.publish(deployment.id, RouteTable.Route(orgId: deployment.orgId, status: status, endpoints: endpoints, reason: reason))

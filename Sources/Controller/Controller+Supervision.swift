@@ -12,8 +12,8 @@ extension Controller {
     func supervise(replicaId: String, command: EngineCommand, logPath: String) async {
         let exit: ProcessExit
         do {
-            exit = try await provider.run(command, logPath: logPath) { pid in
-                await self.processStarted(replicaId, pid: pid)
+            exit = try await provider.run(command, logPath: logPath) { handle in
+                await self.processStarted(replicaId, handle: handle)
             }
         } catch {
             await processEnded(replicaId, description: "could not be started: \(error)")
@@ -22,10 +22,10 @@ extension Controller {
         await processEnded(replicaId, description: exit.description)
     }
 
-    func processStarted(_ replicaId: String, pid: Int32) async {
+    func processStarted(_ replicaId: String, handle: ReplicaHandle) async {
         guard let runtime = runtimes[replicaId] else { return }
-        runtimes[replicaId]?.pid = pid
-        await persist("updateReplica", { try await store.updateReplica(id: replicaId) { $0.pid = pid } })
+        runtimes[replicaId]?.handle = handle
+        await persist("updateReplica", { try await store.updateReplica(id: replicaId) { $0.handle = handle.rawValue; $0.pid = handle.processId } })
         // Billing runs from the launch until the process stops.
         if let deployment = await persist("deployment", { try await store.deployment(id: runtime.deploymentId) }),
             let profile = configuration.profile(named: deployment.hardwareProfile)
@@ -36,7 +36,7 @@ extension Controller {
                     hardwareProfile: profile.name, pricePerHour: profile.pricePerHour, startedAt: runtime.startedAt)) })
         }
         if runtimes[replicaId]?.stopping == true {
-            await provider.terminate(pid: pid, grace: configuration.stopGrace)
+            await provider.stop(handle, grace: configuration.stopGrace)
         }
     }
 
@@ -54,6 +54,7 @@ extension Controller {
             r.healthy = false
             r.failReason = reason
             r.pid = nil
+            r.handle = nil
         }) }) else { return }
         let failed = updated.consecutiveFailures >= configuration.maxConsecutiveFailures
         if failed {
@@ -83,7 +84,7 @@ extension Controller {
     /// holds it up) and report back through `answerProbed`.
     func checkHealth() async {
         let suspects = self.suspects.withLock { $0 }
-        let snapshot = runtimes.filter { $0.value.pid != nil && !$0.value.stopping }
+        let snapshot = runtimes.filter { $0.value.handle != nil && !$0.value.stopping }
         // A ready replica's engine load is read beside its health, for the autoscaler.
         let results = await withTaskGroup(of: (String, Bool, EngineLoad?).self) { group in
             for (id, runtime) in snapshot {
@@ -100,8 +101,8 @@ extension Controller {
         let now = Date()
         var touched: Set<String> = []
         for (id, healthResult, load) in results {
-            guard var runtime = runtimes[id], !runtime.stopping, let pid = runtime.pid else { continue }
-            let alive = provider.isAlive(pid: pid, replicaId: id)
+            guard var runtime = runtimes[id], !runtime.stopping, let handle = runtime.handle else { continue }
+            let alive = provider.isAlive(handle, replicaId: id)
             if runtime.adopted && !alive {
                 await processEnded(id, description: "is gone")
                 continue
@@ -187,7 +188,7 @@ extension Controller {
 
     /// Kills a replica that never became ready in time, or that stopped answering; its exit counts as a crash.
     func killIfStuck(_ id: String, record: ReplicaRecord, now: Date) async {
-        guard let runtime = runtimes[id], runtime.pid != nil, runtime.killReason == nil else { return }
+        guard let runtime = runtimes[id], runtime.handle != nil, runtime.killReason == nil else { return }
         let readyTimeout = Double(configuration.profile(named: (await persist("deployment", { try await store.deployment(id: runtime.deploymentId) }))?.hardwareProfile ?? "")?.readyTimeoutS ?? 600)
         var reason: String?
         if record.status != .running, now.timeIntervalSince(runtime.startedAt) > readyTimeout {
@@ -203,12 +204,12 @@ extension Controller {
 
     /// Kills a replica for `reason`; its exit counts as a crash (restart with backoff, then `failed`).
     func kill(_ id: String, reason: String) async {
-        guard let runtime = runtimes[id], let pid = runtime.pid, runtime.killReason == nil else { return }
+        guard let runtime = runtimes[id], let handle = runtime.handle, runtime.killReason == nil else { return }
         guard await cluster.stillLeads() else { return }
         runtimes[id]?.killReason = reason
         suspects.withLock { _ = $0.removeValue(forKey: id) }
         await persist("addEvent", { try await store.addEvent(deploymentId: runtime.deploymentId, kind: "replica_killed", message: "replica \(id) \(reason); killing it") })
-        await provider.terminate(pid: pid, grace: .seconds(2))
+        await provider.stop(handle, grace: .seconds(2))
         if runtime.adopted { await processEnded(id, description: "was killed") }
     }
 

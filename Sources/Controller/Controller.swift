@@ -17,7 +17,8 @@ public actor Controller: Service {
     /// A replica process this server is responsible for.
     struct Runtime {
         var deploymentId: String
-        var pid: Int32?
+        /// The provider's handle once the run has started.
+        var handle: ReplicaHandle?
         /// Where its engine listens (the provider's host, the port chosen at launch).
         var address: ReplicaAddress
         var devices: [String]

@@ -73,8 +73,8 @@ public struct DeploymentRecord: Codable, Sendable {
     }
 }
 
-/// One replica slot of a deployment. Restarts reuse the slot (and its log file); `pid` and `port`
-/// describe the current process, so a restarted server can find and re-adopt it.
+/// One replica slot of a deployment. Restarts reuse the slot (and its log file); `handle`, `host` and
+/// `port` describe the current run, so a restarted server can find and re-adopt it.
 public struct ReplicaRecord: Codable, Sendable {
     public var id: String
     public var deploymentId: String
@@ -82,7 +82,10 @@ public struct ReplicaRecord: Codable, Sendable {
     public var healthy: Bool
     public var lastHealthCheck: Date?
     public var failReason: String?
+    /// The local process's id, for operators (the handle is what the platform re-attaches by).
     public var pid: Int32?
+    /// The provider's name for the current run (`pid:1234` for a local process), opaque to everyone else.
+    public var handle: String?
     public var port: Int?
     /// The host its engine listens on (nil in rows written before hosts were recorded: loopback).
     public var host: String?
@@ -106,6 +109,7 @@ public struct ReplicaRecord: Codable, Sendable {
         self.lastHealthCheck = nil
         self.failReason = nil
         self.pid = nil
+        self.handle = nil
         self.port = nil
         self.host = nil
         self.devices = ""

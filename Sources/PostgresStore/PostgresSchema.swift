@@ -84,6 +84,7 @@ enum PostgresSchema {
                 deployment_id TEXT PRIMARY KEY, route TEXT, epoch BIGINT NOT NULL, updated_at TIMESTAMPTZ NOT NULL)
             """,
         ]),
+        (4, ["ALTER TABLE replicas ADD COLUMN handle TEXT"]),
     ]
 }
 

@@ -90,7 +90,7 @@ enum Rows {
 
     static let replicaColumns = """
         id, deployment_id, status, healthy, last_health_check, fail_reason, pid, port, devices, restart_count, \
-        consecutive_failures, created_at, started_at, stopped_at, last_seen_alive, progress, host
+        consecutive_failures, created_at, started_at, stopped_at, last_seen_alive, progress, host, handle
         """
 
     static func replica(_ row: PostgresRow) throws -> ReplicaRecord {
@@ -113,6 +113,7 @@ enum Rows {
         replica.lastSeenAlive = try r["last_seen_alive"].decode(Date?.self)
         replica.progress = try r["progress"].decode(String?.self)
         replica.host = try r["host"].decode(String?.self)
+        replica.handle = try r["handle"].decode(String?.self)
         return replica
     }
 
@@ -122,7 +123,7 @@ enum Rows {
             INSERT INTO replicas (\(unescaped: replicaColumns)) VALUES (
                 \(r.id), \(r.deploymentId), \(r.status.rawValue), \(r.healthy), \(r.lastHealthCheck), \(r.failReason), \(r.pid), \(r.port),
                 \(r.devices), \(r.restartCount), \(r.consecutiveFailures), \(r.createdAt), \(r.startedAt), \(r.stoppedAt), \(r.lastSeenAlive),
-                \(r.progress), \(r.host))
+                \(r.progress), \(r.host), \(r.handle))
             """
         if replace {
             query.sql += """
@@ -131,7 +132,7 @@ enum Rows {
                 pid = excluded.pid, port = excluded.port, devices = excluded.devices, restart_count = excluded.restart_count,
                 consecutive_failures = excluded.consecutive_failures, created_at = excluded.created_at, started_at = excluded.started_at,
                 stopped_at = excluded.stopped_at, last_seen_alive = excluded.last_seen_alive, progress = excluded.progress,
-                host = excluded.host
+                host = excluded.host, handle = excluded.handle
                 """
         }
         return query

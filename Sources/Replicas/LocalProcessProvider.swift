@@ -10,45 +10,12 @@ import System
 import SystemPackage
 #endif
 
-/// How a replica's process ended.
-public struct ProcessExit: Sendable, CustomStringConvertible {
-    public var code: Int32?
-    public var signal: Int32?
-
-    public var description: String {
-        if let code { return "exited with code \(code)" }
-        if let signal { return "killed by signal \(signal)" }
-        return "ended"
-    }
-}
-
-/// Starts and stops replica processes. One protocol so a Ray (or other) provider can stand beside the local one.
-public protocol ReplicaProvider: Sendable {
-    /// Runs the engine until it exits, calling `started` with its pid once it is spawned.
-    func run(
-        _ command: EngineCommand, logPath: String, started: @escaping @Sendable (Int32) async -> Void
-    ) async throws -> ProcessExit
-
-    /// Stops a process group: SIGTERM, then SIGKILL after `grace`. Returns once nothing of it is left.
-    func terminate(pid: Int32, grace: Duration) async
-
-    /// Whether `pid` is a live (not zombie) process started for `replicaId`, so a pid reused by the OS is never adopted.
-    func isAlive(pid: Int32, replicaId: String) -> Bool
-
-    /// The host the replicas it starts listen on, for the gateway and the health checker.
-    var replicaHost: String { get }
-}
-
-extension ReplicaProvider {
-    public var replicaHost: String { "127.0.0.1" }
-}
-
 /// Replicas as local processes: each in its own session and process group, output appended to a log file.
 public struct LocalProcessProvider: ReplicaProvider {
     public init() {}
 
     public func run(
-        _ command: EngineCommand, logPath: String, started: @escaping @Sendable (Int32) async -> Void
+        _ command: EngineCommand, logPath: String, started: @escaping @Sendable (ReplicaHandle) async -> Void
     ) async throws -> ProcessExit {
         let fd = try FileDescriptor.open(
             FilePath(logPath), .writeOnly, options: [.create, .append], permissions: [.ownerReadWrite, .groupRead]
@@ -69,7 +36,7 @@ public struct LocalProcessProvider: ReplicaProvider {
             output: .fileDescriptor(fd, closeAfterSpawningProcess: true),
             error: .combinedWithOutput
         ) { execution in
-            await started(execution.processIdentifier.value)
+            await started(.process(execution.processIdentifier.value))
         }
         switch result.terminationStatus {
         case .exited(let code): return ProcessExit(code: code, signal: nil)
@@ -77,8 +44,8 @@ public struct LocalProcessProvider: ReplicaProvider {
         }
     }
 
-    public func terminate(pid: Int32, grace: Duration) async {
-        guard pid > 1 else { return }
+    public func stop(_ handle: ReplicaHandle, grace: Duration) async {
+        guard let pid = handle.processId, pid > 1 else { return }
         _ = kill(-pid, SIGTERM)
         _ = kill(pid, SIGTERM)
         let deadline = ContinuousClock.now + grace
@@ -94,11 +61,28 @@ public struct LocalProcessProvider: ReplicaProvider {
         }
     }
 
-    public func isAlive(pid: Int32, replicaId: String) -> Bool {
-        guard Self.isRunning(pid) else { return false }
-        guard let environ = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { return false }
-        let marker = Data("LYCEUM_REPLICA_ID=\(replicaId)".utf8)
-        return environ.split(separator: 0).contains { Data($0) == marker }
+    public func isAlive(_ handle: ReplicaHandle, replicaId: String) -> Bool {
+        guard let pid = handle.processId, Self.isRunning(pid) else { return false }
+        return Self.replicaId(of: pid) == replicaId
+    }
+
+    /// Every engine process on this machine: the leaders of their own process groups whose environment
+    /// names a replica.
+    public func running() async -> [String: ReplicaHandle] {
+        var found: [String: ReplicaHandle] = [:]
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = Int32(entry), getpgid(pid) == pid, Self.isRunning(pid), let replicaId = Self.replicaId(of: pid) else { continue }
+            found[replicaId] = .process(pid)
+        }
+        return found
+    }
+
+    /// The replica id in a process's environment (`LYCEUM_REPLICA_ID`), if it has one.
+    static func replicaId(of pid: Int32) -> String? {
+        guard let environ = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { return nil }
+        let prefix = Data("LYCEUM_REPLICA_ID=".utf8)
+        guard let entry = environ.split(separator: 0).first(where: { $0.starts(with: prefix) }) else { return nil }
+        return String(decoding: entry.dropFirst(prefix.count), as: UTF8.self)
     }
 
     /// True while the process exists and is not a zombie (a zombie is dead, waiting only to be reaped).

@@ -101,6 +101,9 @@ enum Schema {
         m.registerMigration("v6-replica-host") { db in
             try db.alter(table: "replicas") { t in t.add(column: "host", .text) }
         }
+        m.registerMigration("v7-replica-handle") { db in
+            try db.alter(table: "replicas") { t in t.add(column: "handle", .text) }
+        }
         return m
     }
 }

@@ -37,7 +37,7 @@ final class InMemoryProvider: ReplicaProvider {
 
     init(behaviour: @escaping @Sendable (EngineCommand) -> Behaviour = { _ in .serve }) { self.behaviour = behaviour }
 
-    func run(_ command: EngineCommand, logPath: String, started: @escaping @Sendable (Int32) async -> Void) async throws -> ProcessExit {
+    func run(_ command: EngineCommand, logPath: String, started: @escaping @Sendable (ReplicaHandle) async -> Void) async throws -> ProcessExit {
         let port = command.arguments.firstIndex(of: "--port").flatMap { Int(command.arguments[$0 + 1]) } ?? 0
         let replicaId = URL(fileURLWithPath: logPath).deletingPathExtension().lastPathComponent
         let pid = state.withLock { s in
@@ -45,7 +45,7 @@ final class InMemoryProvider: ReplicaProvider {
             s.launches.append((replicaId, .now))
             return s.nextPid
         }
-        await started(pid)
+        await started(.process(pid))
         if case .exitAtOnce(let code) = behaviour(command) { return ProcessExit(code: code, signal: nil) }
         return await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
@@ -56,14 +56,25 @@ final class InMemoryProvider: ReplicaProvider {
         }
     }
 
-    func terminate(pid: Int32, grace: Duration) async {
+    func stop(_ handle: ReplicaHandle, grace: Duration) async {
+        guard let pid = handle.processId else { return }
         let replicaId = state.withLock { s in s.running[pid]?.replicaId ?? s.survivors.removeValue(forKey: pid)?.replicaId }
         if let replicaId { state.withLock { $0.terminated.append(replicaId) } }
         end(pid, ProcessExit(code: nil, signal: 15))
     }
 
-    func isAlive(pid: Int32, replicaId: String) -> Bool {
-        state.withLock { s in s.running[pid]?.replicaId == replicaId || s.survivors[pid]?.replicaId == replicaId }
+    func isAlive(_ handle: ReplicaHandle, replicaId: String) -> Bool {
+        guard let pid = handle.processId else { return false }
+        return state.withLock { s in s.running[pid]?.replicaId == replicaId || s.survivors[pid]?.replicaId == replicaId }
+    }
+
+    func running() async -> [String: ReplicaHandle] {
+        state.withLock { s in
+            var out: [String: ReplicaHandle] = [:]
+            for (pid, p) in s.running { out[p.replicaId] = .process(pid) }
+            for (pid, p) in s.survivors { out[p.replicaId] = .process(pid) }
+            return out
+        }
     }
 
     func end(_ pid: Int32, _ exit: ProcessExit) {
@@ -269,6 +280,31 @@ struct FleetTests {
         #expect(rig.provider.launchCount == 1, "only the dead one was replaced")
         let launched = try #require(rig.provider.state.withLock { $0.launches.first?.replicaId })
         #expect(try await rig.store.replica(id: launched)?.devices != "g0", "the adopted replica keeps its device")
+        await rig.stop()
+    }
+
+    @Test("after a restart, a run the store says should not run is stopped; a run the store does not know is left alone")
+    func strays() async throws {
+        let provider = InMemoryProvider()
+        // 900: a replica this store stopped, whose engine still runs (its stop never finished). 901: another platform's.
+        provider.state.withLock { s in
+            s.survivors[900] = ("stopped-here", 41_900)
+            s.survivors[901] = ("someone-else", 41_901)
+        }
+        let rig = try await FleetRig(provider: provider) { store, org in
+            let spec = DeploymentSpec(
+                hfModelId: "sim/model", hardwareProfile: "sim.h100", targetRps: 10, targetLatencyP95Ms: 1000, stabilisationWindow: 30,
+                minReplicas: 1, maxReplicas: 1)
+            var d = DeploymentRecord(id: "d", orgId: org, spec: spec, hfTokenSealed: nil, now: Date())
+            d.status = .stopped
+            try await store.insert(d, event: "created")
+            var r = ReplicaRecord(id: "stopped-here", deploymentId: "d", now: Date())
+            r.status = .stopped
+            try await store.insert(r)
+        }
+        try await eventually("the stray stopped") { provider.state.withLock { $0.terminated } == ["stopped-here"] }
+        #expect(provider.state.withLock { $0.survivors[901] != nil }, "another platform's run is not ours to stop")
+        #expect(try await rig.store.events(deploymentId: "d").map(\.kind).contains("replica_reaped"))
         await rig.stop()
     }
 }

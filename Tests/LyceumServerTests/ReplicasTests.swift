@@ -94,7 +94,8 @@ struct ReplicasTests {
         let port = try freeLoopbackPort()
         #expect(port > 0 && port < 65536)
         #expect(LocalProcessProvider.isRunning(getpid()))
-        #expect(!LocalProcessProvider().isAlive(pid: getpid(), replicaId: "not-this-process"))
+        #expect(!LocalProcessProvider().isAlive(.process(getpid()), replicaId: "not-this-process"))
+        #expect(ReplicaHandle.process(42).processId == 42 && ReplicaHandle("ray:job-1").processId == nil)
         let dir = NSTemporaryDirectory() + "lyceum-log-" + UUID().uuidString
         try Data((1...100).map { "line \($0)" }.joined(separator: "\n").utf8).write(to: URL(fileURLWithPath: dir))
         defer { try? FileManager.default.removeItem(atPath: dir) }

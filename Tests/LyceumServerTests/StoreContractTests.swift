@@ -118,7 +118,7 @@ struct StoreContractTests {
             try await store.insert(ReplicaRecord(id: "a2", deploymentId: "a", now: t0 + 2))
             try await store.insert(ReplicaRecord(id: "a1", deploymentId: "a", now: t0 + 1))
             try await store.insert(ReplicaRecord(id: "b1", deploymentId: "b", now: t0))
-            try await store.updateReplica(id: "a2") { $0.status = .running; $0.pid = 7 }
+            try await store.updateReplica(id: "a2") { $0.status = .running; $0.pid = 7; $0.handle = "pid:7" }
             try await store.updateReplica(id: "b1") { $0.status = .stopped }
             #expect(try await store.replicas(deploymentId: "a").map(\.id) == ["a1", "a2"])
             let grouped = try await store.replicas(deploymentIds: ["a", "b", "c"])
@@ -131,6 +131,7 @@ struct StoreContractTests {
             #expect(try await store.replica(id: "b1")?.failReason == "gone")
             #expect(try await store.replica(id: "c1") != nil)
             #expect(try await store.replica(id: "a2")?.pid == 7)
+            #expect(try await store.replica(id: "a2")?.handle == "pid:7")
         }
     }
 

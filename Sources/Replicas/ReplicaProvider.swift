@@ -1,0 +1,62 @@
+import Foundation
+import InferenceCore
+
+/// How a replica's run ended.
+public struct ProcessExit: Sendable, CustomStringConvertible {
+    public var code: Int32?
+    public var signal: Int32?
+
+    public init(code: Int32?, signal: Int32?) {
+        self.code = code
+        self.signal = signal
+    }
+
+    public var description: String {
+        if let code { return "exited with code \(code)" }
+        if let signal { return "killed by signal \(signal)" }
+        return "ended"
+    }
+}
+
+/// A provider's name for one run of a replica: opaque to the rest of the platform, kept in the store so that
+/// a restarted (or newly elected) server re-attaches to the run. A local process is `pid:1234`; a cluster
+/// provider would use its job id.
+public struct ReplicaHandle: Sendable, Hashable, CustomStringConvertible {
+    public var rawValue: String
+
+    public init(_ rawValue: String) { self.rawValue = rawValue }
+
+    /// A local process.
+    public static func process(_ pid: Int32) -> ReplicaHandle { ReplicaHandle("pid:\(pid)") }
+
+    /// The process id, for a local process's handle.
+    public var processId: Int32? { rawValue.hasPrefix("pid:") ? Int32(rawValue.dropFirst(4)) : nil }
+
+    public var description: String { rawValue }
+}
+
+/// Starts, watches and stops replicas. The controller knows replicas by handle and address only, so a
+/// cluster provider (Ray jobs) can stand beside the local one.
+public protocol ReplicaProvider: Sendable {
+    /// Runs a replica until it ends, calling `started` with its handle once it runs; returns how it ended.
+    func run(
+        _ command: EngineCommand, logPath: String, started: @escaping @Sendable (ReplicaHandle) async -> Void
+    ) async throws -> ProcessExit
+
+    /// Stops a run: asked to stop, then forced after `grace`. Returns once nothing of it is left.
+    func stop(_ handle: ReplicaHandle, grace: Duration) async
+
+    /// Whether the run is alive and is `replicaId`'s, so a handle reused by the system is never adopted.
+    func isAlive(_ handle: ReplicaHandle, replicaId: String) -> Bool
+
+    /// Every replica run the provider can see now, by replica id: what a restarted server compares with the
+    /// store, to re-adopt what it knows and stop what the store says should not run.
+    func running() async -> [String: ReplicaHandle]
+
+    /// The host the replicas it starts listen on, for the gateway and the health checker.
+    var replicaHost: String { get }
+}
+
+extension ReplicaProvider {
+    public var replicaHost: String { "127.0.0.1" }
+}
