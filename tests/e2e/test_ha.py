@@ -348,3 +348,71 @@ def test_async_results_usage_and_events_read_the_same_at_every_instance(cluster)
     assert all(u["replica_seconds"] > 10 for u in usages), usages
     events = [[e["kind"] for e in s.events(d)] for s in (a, b, c)]
     assert events[0] == events[1] == events[2] and "replica_healthy" in events[0], events
+
+
+# A replica gets 0.2 s between SIGTERM and SIGKILL: a stream still on it when it is stopped is cut, so only
+# the drain (waiting for every gateway's streams) keeps them whole.
+STREAMING = {"stop_grace_s": 0.2, "hardware_profiles": [{"name": "sim.stream", "engine": "sim", "gpu_type": "h100", "gpu_count": 1, "price_per_hour": "1.00",
+                                    "devices": ["s0", "s1", "s2"], "ready_timeout_s": 30,
+                                    "engine_args": ["--ttft-ms", "20", "--itl-ms", "50", "--jitter", "0", "--max-num-seqs", "64"]}]}
+
+
+def stream_once(server, deployment_id):
+    """One streamed chat completion of about a second; None when it arrived whole, else what went wrong."""
+    try:
+        with requests.post(server.url + "/openai/v1/chat/completions", stream=True, timeout=30,
+                           headers={"Authorization": f"Bearer {server.key}"},
+                           json={"model": deployment_id, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 20,
+                                 "stream": True}) as r:
+            if r.status_code != 200:
+                return f"{r.status_code} {r.text[:200]}"
+            lines = [l for l in r.iter_lines() if l]
+    except requests.RequestException as e:
+        return str(e)[:200]
+    if not lines or lines[-1] != b"data: [DONE]" or any(b'"error"' in l for l in lines):
+        return f"cut: {lines[-3:]}"
+    return None
+
+
+def test_a_scale_down_waits_for_streams_at_every_gateway(cluster):
+    """Streams run through two non-leader gateways while the leader scales from 2 replicas to 1: the leaving
+    replica is out of every gateway's table before it drains, and the leader waits for the other gateways'
+    streams on it (their in-flight counts arrive with the heartbeats) before stopping it. No stream is cut."""
+    a = cluster.start("a", args=["--autoscale-interval", "0.5"], config=STREAMING)
+    cluster.wait_leader("a")
+    b, c = cluster.start("b", config=STREAMING), cluster.start("c", config=STREAMING)
+    d = b.create(hardware_profile="sim.stream", min_replicas=1, max_replicas=2, target_rps=4, target_latency_p95_ms=60000,
+                 stabilisation_window=6)
+    b.wait_status(d, "running")
+    cluster.ready_everywhere(d, ["b", "c"])
+    active = {"n": 4}
+    stop = threading.Event()
+    problems, done = [], []
+
+    def worker(server, i):
+        while not stop.is_set():
+            if i >= active["n"]:
+                time.sleep(0.05)
+                continue
+            outcome = stream_once(server, d)
+            (problems if outcome else done).append(outcome or 1)
+
+    threads = [threading.Thread(target=worker, args=(s, i)) for s in (b, c) for i in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        # About 8 streams a second against 4 per replica: two replicas.
+        wait_for(lambda: sum(r[1] == "running" for r in cluster.replicas(d)) == 2, timeout=60, what="the scale-up to 2")
+        time.sleep(3)
+        # Then about 2 a second: back to one, while streams keep arriving at both gateways.
+        active["n"] = 1
+        wait_for(lambda: any(r[1] == "stopped" for r in cluster.replicas(d)), timeout=60, what="the scale-down to stop a replica")
+        time.sleep(2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    kinds = [e["kind"] for e in a.events(d)]
+    assert "scaled" in kinds and "replica_stopped" in kinds, kinds
+    assert len(done) > 40, len(done)
+    assert not problems, problems[:5]
