@@ -118,7 +118,10 @@ struct FleetRig {
     let orgId: String
     let task: Task<Void, any Error>
 
-    init(devices: Int = 4, provider: InMemoryProvider = InMemoryProvider(), seed: (@Sendable (InMemoryStore, String) async throws -> Void)? = nil) async throws {
+    init(
+        devices: Int = 4, provider: InMemoryProvider = InMemoryProvider(), drainTimeout: Duration = .milliseconds(200),
+        seed: (@Sendable (InMemoryStore, String) async throws -> Void)? = nil
+    ) async throws {
         self.provider = provider
         orgId = try await store.ensureOrganization(named: "acme").id
         try await store.insertKey(APIKeyRecord(id: "k", orgId: orgId, keyHash: "h", prefix: "lk_", isAdmin: true, createdAt: Date()))
@@ -132,7 +135,7 @@ struct FleetRig {
         configuration.restartBackoff = .milliseconds(40)
         configuration.maxConsecutiveFailures = 3
         configuration.stopGrace = .milliseconds(50)
-        configuration.drainTimeout = .milliseconds(200)
+        configuration.drainTimeout = drainTimeout
         configuration.unhealthyRestartAfter = .seconds(30)
         controller = Controller(
             store: store, provider: provider, launcher: EngineLauncher(lyceumExecutable: "/nonexistent/lyceum"),
