@@ -18,10 +18,11 @@ extension Controller {
             try await startPull(replica, of: deployment, repo: repo, format: format, downloader: downloader)
             return true
         }
-        // Devices: never one device to two replicas.
+        // Devices the provider hands out by name: never one device to two replicas. (A cluster provider lets the
+        // cluster allot them.)
         var devices: [String] = []
-        if profile.gpuCount > 0 {
-            let free = profile.devices.filter { !devicesInUse.contains($0) }
+        if profile.gpuCount > 0, let pool = provider.devices {
+            let free = pool.free(of: profile.devices)
             guard free.count >= profile.gpuCount else {
                 let reason = profile.devices.isEmpty
                     ? "waiting for devices: hardware profile \(profile.name) has no \(profile.gpuType) devices on this server"
@@ -64,7 +65,8 @@ extension Controller {
         }
         // Re-check after the awaits above: a stop or shutdown may have begun meanwhile.
         guard !stoppingDeployments.contains(deployment.id), !shuttingDown, runtimes[replica.id] == nil else { return false }
-        devicesInUse.formUnion(devices)
+        // Taken now, all or none: a device another launch took meanwhile leaves this one for the next pass.
+        guard provider.devices?.take(devices) ?? true else { return false }
         let now = Date()
         runtimes[replica.id] = Runtime(
             deploymentId: deployment.id, handle: nil, address: ReplicaAddress(host: provider.replicaHost, port: port), devices: devices,

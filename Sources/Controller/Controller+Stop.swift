@@ -118,7 +118,7 @@ extension Controller {
             while let runtime = runtimes[id], !runtime.adopted, Date() < deadline {
                 try? await Task.sleep(for: .milliseconds(10))
             }
-            if let runtime = runtimes.removeValue(forKey: id) { devicesInUse.subtract(runtime.devices) }
+            if let runtime = runtimes.removeValue(forKey: id) { provider.devices?.release(runtime.devices) }
             released(held, by: deploymentId)
         }
         await persist("closeRun", { try await store.closeRun(replicaId: id, at: Date()) })
@@ -168,7 +168,7 @@ extension Controller {
                 provider.isAlive(handle, replicaId: replica.id)
             {
                 let devices = replica.deviceList
-                devicesInUse.formUnion(devices)
+                provider.devices?.claim(devices)
                 runtimes[replica.id] = Runtime(
                     deploymentId: deployment.id, handle: handle, address: ReplicaAddress(host: replica.host ?? provider.replicaHost, port: port),
                     devices: devices, healthPath: "/health",
@@ -212,7 +212,9 @@ extension Controller {
 
     /// Devices in use, for the catalogue's availability answer.
     public func freeDeviceCount(profile: HardwareProfile) -> Int {
-        profile.devices.filter { !devicesInUse.contains($0) }.count
+        // Where the cluster allots devices, the cluster says whether it has room when the replica asks.
+        guard let pool = provider.devices else { return profile.gpuCount }
+        return pool.free(of: profile.devices).count
     }
 }
 

@@ -43,7 +43,7 @@ extension Controller {
     /// A replica's process is gone. Expected after a stop; otherwise a crash: restart with backoff, or fail.
     func processEnded(_ replicaId: String, description: String) async {
         guard let runtime = runtimes.removeValue(forKey: replicaId) else { return }
-        devicesInUse.subtract(runtime.devices)
+        provider.devices?.release(runtime.devices)
         await persist("closeRun", { try await store.closeRun(replicaId: replicaId, at: Date()) })
         if runtime.stopping { return }
         let tail = logTail(path: configuration.logPath(replicaId: replicaId), maxLines: 8)

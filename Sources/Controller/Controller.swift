@@ -71,7 +71,6 @@ public actor Controller: Service {
     let logger: Logger
 
     var runtimes: [String: Runtime] = [:]
-    var devicesInUse: Set<String> = []
     /// Replicas waiting out a restart backoff: when, and whose deployment to reconcile then.
     var restartNotBefore: [String: (deploymentId: String, at: Date)] = [:]
     /// When the last pass over every deployment ran (a safety net; events drive the passes in between).

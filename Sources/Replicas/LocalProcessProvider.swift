@@ -12,6 +12,9 @@ import SystemPackage
 
 /// Replicas as local processes: each in its own session and process group, output appended to a log file.
 public struct LocalProcessProvider: ReplicaProvider {
+    /// This machine's GPUs (and the simulator's named devices), by profile.
+    public let devices: DevicePool? = DevicePool()
+
     public init() {}
 
     public func run(

@@ -1,5 +1,6 @@
 import Foundation
 import InferenceCore
+import Synchronization
 
 /// How a replica's run ended.
 public struct ProcessExit: Sendable, CustomStringConvertible {
@@ -55,8 +56,45 @@ public protocol ReplicaProvider: Sendable {
 
     /// The host the replicas it starts listen on, for the gateway and the health checker.
     var replicaHost: String { get }
+
+    /// The devices it hands out by name (a profile's `devices`), or nil where the cluster allots them.
+    var devices: DevicePool? { get }
 }
 
 extension ReplicaProvider {
     public var replicaHost: String { "127.0.0.1" }
+}
+
+/// The devices a provider hands out by name (GPU indices on one machine): never one device to two
+/// replicas. A cluster provider has none: the cluster allots devices to its jobs itself.
+public final class DevicePool: Sendable {
+    private let taken = Mutex<Set<String>>([])
+
+    public init() {}
+
+    /// The devices of `pool` nobody holds, in the pool's order.
+    public func free(of pool: [String]) -> [String] {
+        taken.withLock { t in pool.filter { !t.contains($0) } }
+    }
+
+    /// Takes all of `devices`, or none when any is held already.
+    public func take(_ devices: [String]) -> Bool {
+        taken.withLock { t in
+            guard devices.allSatisfy({ !t.contains($0) }) else { return false }
+            t.formUnion(devices)
+            return true
+        }
+    }
+
+    /// Marks the devices of a re-adopted run as held (they were taken before a restart).
+    public func claim(_ devices: [String]) {
+        taken.withLock { _ = $0.formUnion(devices) }
+    }
+
+    public func release(_ devices: [String]) {
+        taken.withLock { _ = $0.subtract(devices) }
+    }
+
+    /// Every device held, for tests and `/metrics`.
+    public var held: Set<String> { taken.withLock { $0 } }
 }

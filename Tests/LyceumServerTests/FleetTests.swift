@@ -34,6 +34,7 @@ final class InMemoryProvider: ReplicaProvider {
 
     /// A host other than loopback, as a cluster's node would be: the controller must probe where the provider says.
     let replicaHost = "10.99.0.7"
+    let devices: DevicePool? = DevicePool()
 
     init(behaviour: @escaping @Sendable (EngineCommand) -> Behaviour = { _ in .serve }) { self.behaviour = behaviour }
 
@@ -207,6 +208,8 @@ struct FleetTests {
         try await rig.controller.stopDeployment(id: "a")
         try await eventually("b runs once a's devices are free") { try await rig.healthy("b") == 1 }
         #expect(try await rig.status("a") == .stopped)
+        let bDevices = try await rig.live("b").map(\.deviceList)
+        #expect(rig.provider.devices?.held == Set(bDevices.flatMap { $0 }), "the provider's pool holds exactly b's device")
         await rig.stop()
     }
 
