@@ -58,7 +58,7 @@ extension Controller {
             try await store.updateReplica(id: replica.id) {
                 $0.status = .failed
                 $0.failReason = error.description
-                $0.stoppedAt = Date()
+                $0.stoppedAt = self.clock.now()
             }
             try await store.addEvent(deploymentId: deployment.id, kind: "replica_failed", message: "replica \(replica.id) cannot start: \(error.description)")
             return true
@@ -67,7 +67,7 @@ extension Controller {
         guard !stoppingDeployments.contains(deployment.id), !shuttingDown, runtimes[replica.id] == nil else { return false }
         // Taken now, all or none: a device another launch took meanwhile leaves this one for the next pass.
         guard provider.devices?.take(devices) ?? true else { return false }
-        let now = Date()
+        let now = clock.now()
         runtimes[replica.id] = Runtime(
             deploymentId: deployment.id, handle: nil, address: ReplicaAddress(host: provider.replicaHost, port: port), devices: devices,
             healthPath: command.healthPath,

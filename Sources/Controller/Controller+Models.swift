@@ -49,7 +49,7 @@ extension Controller {
                             self.logger.warning("could not record download progress", metadata: ["replica.id": "\(replicaId)", "error": "\(error)"])
                         }
                     }
-                    try? await Task.sleep(for: .milliseconds(500))
+                    try? await self.clock.sleep(.milliseconds(500))
                 }
                 return nil
             }
@@ -82,7 +82,7 @@ extension Controller {
                 $0.status = .failed
                 $0.progress = nil
                 $0.failReason = reason
-                $0.stoppedAt = Date()
+                $0.stoppedAt = self.clock.now()
             } })
             await persist("addEvent", { try await store.addEvent(deploymentId: deploymentId, kind: "replica_failed", message: "replica \(replicaId): \(reason)") })
             await persist("refreshStatus", { try await refreshStatus(deploymentId: deploymentId) })

@@ -104,9 +104,9 @@ extension Controller {
             await persist("refreshStatus", { try await refreshStatus(deploymentId: deploymentId) })
             if reason != nil { await cluster.routesPropagated() }
             if reason != nil, let traffic {
-                let deadline = Date().addingTimeInterval(configuration.drainTimeout.seconds)
-                while traffic.inFlight(replicaId: id) > 0, Date() < deadline {
-                    try? await Task.sleep(for: .milliseconds(20))
+                let deadline = clock.now().addingTimeInterval(configuration.drainTimeout.seconds)
+                while traffic.inFlight(replicaId: id) > 0, clock.now() < deadline {
+                    try? await clock.sleep(.milliseconds(20))
                 }
             }
             if let handle = runtimes[id]?.handle {
@@ -114,16 +114,16 @@ extension Controller {
                 await provider.stop(handle, grace: configuration.stopGrace)
             }
             // Our own child's exit is reported by its supervisor, which drops the runtime; wait for that (bounded).
-            let deadline = Date().addingTimeInterval(configuration.stopGrace.seconds + 5)
-            while let runtime = runtimes[id], !runtime.adopted, Date() < deadline {
-                try? await Task.sleep(for: .milliseconds(10))
+            let deadline = clock.now().addingTimeInterval(configuration.stopGrace.seconds + 5)
+            while let runtime = runtimes[id], !runtime.adopted, clock.now() < deadline {
+                try? await clock.sleep(.milliseconds(10))
             }
             if let runtime = runtimes.removeValue(forKey: id) { provider.devices?.release(runtime.devices) }
             released(held, by: deploymentId)
         }
-        await persist("closeRun", { try await store.closeRun(replicaId: id, at: Date()) })
+        await persist("closeRun", { try await store.closeRun(replicaId: id, at: clock.now()) })
         restartNotBefore[id] = nil
-        let now = Date()
+        let now = clock.now()
         if let record = await persist("updateReplica", { try await store.updateReplica(id: id, { r in
             r.status = .stopped
             r.healthy = false
@@ -172,7 +172,7 @@ extension Controller {
                 runtimes[replica.id] = Runtime(
                     deploymentId: deployment.id, handle: handle, address: ReplicaAddress(host: replica.host ?? provider.replicaHost, port: port),
                     devices: devices, healthPath: "/health",
-                    servedModelName: deployment.id, startedAt: replica.startedAt ?? Date(), adopted: true,
+                    servedModelName: deployment.id, startedAt: replica.startedAt ?? clock.now(), adopted: true,
                     healthy: replica.healthy, orgId: deployment.orgId, profileName: deployment.hardwareProfile,
                     answerVerified: replica.healthy)
                 await persist("addEvent", { try await store.addEvent(deploymentId: deployment.id, kind: "replica_adopted", message: "replica \(replica.id) (\(handle)) re-adopted after a server restart") })
@@ -183,13 +183,13 @@ extension Controller {
                 }
                 let wasRunning = handle != nil
                 // A crash neither loses nor double-counts time: the run ends when the replica was last seen alive.
-                await persist("closeRun", { try await store.closeRun(replicaId: replica.id, at: replica.lastSeenAlive ?? replica.startedAt ?? Date()) })
+                await persist("closeRun", { try await store.closeRun(replicaId: replica.id, at: replica.lastSeenAlive ?? replica.startedAt ?? clock.now()) })
                 await persist("updateReplica", { try await store.updateReplica(id: replica.id) { r in
                     r.status = .stopped
                     r.healthy = false
                     r.pid = nil
                     r.handle = nil
-                    r.stoppedAt = r.lastSeenAlive ?? Date()
+                    r.stoppedAt = r.lastSeenAlive ?? self.clock.now()
                     r.progress = nil
                     r.failReason = wasRunning ? "its process was gone after a server restart; replaced" : "replaced after a server restart"
                 } })

@@ -44,7 +44,7 @@ extension Controller {
     func processEnded(_ replicaId: String, description: String) async {
         guard let runtime = runtimes.removeValue(forKey: replicaId) else { return }
         provider.devices?.release(runtime.devices)
-        await persist("closeRun", { try await store.closeRun(replicaId: replicaId, at: Date()) })
+        await persist("closeRun", { try await store.closeRun(replicaId: replicaId, at: clock.now()) })
         if runtime.stopping { return }
         let tail = logTail(path: configuration.logPath(replicaId: replicaId), maxLines: 8)
         let reason = (runtime.killReason ?? "engine \(description)") + (tail.isEmpty ? "" : ": \(tail)")
@@ -58,7 +58,7 @@ extension Controller {
         }) }) else { return }
         let failed = updated.consecutiveFailures >= configuration.maxConsecutiveFailures
         if failed {
-            await persist("updateReplica", { try await store.updateReplica(id: replicaId) { $0.status = .failed; $0.stoppedAt = Date() } })
+            await persist("updateReplica", { try await store.updateReplica(id: replicaId) { $0.status = .failed; $0.stoppedAt = self.clock.now() } })
             await persist("addEvent", { try await store.addEvent(
                 deploymentId: runtime.deploymentId, kind: "replica_failed",
                 message: "replica \(replicaId) failed after \(updated.consecutiveFailures) crashes in a row: \(reason)") })
@@ -66,7 +66,7 @@ extension Controller {
             let seconds = min(
                 configuration.restartBackoff.seconds * pow(2, Double(updated.consecutiveFailures - 1)),
                 configuration.maxRestartBackoff.seconds)
-            restartNotBefore[replicaId] = (runtime.deploymentId, Date().addingTimeInterval(seconds))
+            restartNotBefore[replicaId] = (runtime.deploymentId, clock.now().addingTimeInterval(seconds))
             await persist("updateReplica", { try await store.updateReplica(id: replicaId) { $0.status = .restarting } })
             await persist("addEvent", { try await store.addEvent(
                 deploymentId: runtime.deploymentId, kind: "replica_crashed",
@@ -98,7 +98,7 @@ extension Controller {
             for await result in group { out.append(result) }
             return out
         }
-        let now = Date()
+        let now = clock.now()
         var touched: Set<String> = []
         for (id, healthResult, load) in results {
             guard var runtime = runtimes[id], !runtime.stopping, let handle = runtime.handle else { continue }

@@ -68,13 +68,15 @@ public actor Controller: Service {
     /// Published on every status or health change; the gateway routes from it.
     public nonisolated let routes: RouteTable
     public nonisolated let configuration: ControllerConfiguration
+    /// The fleet's time: the system's, or a test's virtual one (an hour of fleet life in a fraction of a second).
+    public nonisolated let clock: FleetClock
     let logger: Logger
 
     var runtimes: [String: Runtime] = [:]
     /// Replicas waiting out a restart backoff: when, and whose deployment to reconcile then.
     var restartNotBefore: [String: (deploymentId: String, at: Date)] = [:]
     /// When the last pass over every deployment ran (a safety net; events drive the passes in between).
-    var lastFullPass = ContinuousClock.now
+    var lastFullPass = Date.distantPast
     /// Deployments being stopped: nothing new is launched for them, even by a reconcile pass already under way.
     var stoppingDeployments: Set<String> = []
     var shuttingDown = false
@@ -107,8 +109,9 @@ public actor Controller: Service {
     public init(
         store: any DeploymentStore, provider: any ReplicaProvider, launcher: EngineLauncher, probe: any HealthProbing,
         sealer: SecretSealer, downloader: ModelDownloader? = nil, configuration: ControllerConfiguration,
-        routes: RouteTable = RouteTable(), logger: Logger
+        routes: RouteTable = RouteTable(), clock: FleetClock = .system, logger: Logger
     ) {
+        self.clock = clock
         self.downloader = downloader
         self.routes = routes
         self.store = store
@@ -183,13 +186,13 @@ public actor Controller: Service {
     /// an idle fleet of thousands of deployments costs next to nothing.
     func tickLoop() async {
         while !Task.isCancelled {
-            try? await Task.sleep(for: configuration.reconcileInterval)
-            let now = Date()
+            try? await clock.sleep(configuration.reconcileInterval)
+            let now = clock.now()
             for (replicaId, due) in restartNotBefore where due.at <= now {
                 restartNotBefore[replicaId] = nil
                 poke(deploymentId: due.deploymentId)
             }
-            if ContinuousClock.now - lastFullPass >= configuration.fullReconcileInterval { poke() }
+            if clock.now().timeIntervalSince(lastFullPass) >= configuration.fullReconcileInterval.seconds { poke() }
         }
     }
 
@@ -210,7 +213,7 @@ public actor Controller: Service {
         while !Task.isCancelled {
             pokeHealth()
             let starting = runtimes.values.contains { !$0.healthy && !$0.stopping }
-            try? await Task.sleep(for: starting ? min(.milliseconds(250), configuration.healthInterval) : configuration.healthInterval)
+            try? await clock.sleep(starting ? min(.milliseconds(250), configuration.healthInterval) : configuration.healthInterval)
         }
     }
 
@@ -234,7 +237,7 @@ public actor Controller: Service {
         var deployments: [DeploymentRecord] = []
         var known: [String: [ReplicaRecord]]?
         if all {
-            lastFullPass = ContinuousClock.now
+            lastFullPass = clock.now()
             deployments = try await store.unstoppedDeployments().filter { $0.status.isActive || $0.status == .failed }
             // One query for every deployment's replicas, not one per deployment.
             known = try await store.replicas(deploymentIds: deployments.map(\.id))
@@ -269,7 +272,7 @@ public actor Controller: Service {
             if live.count < desired {
                 for _ in live.count..<desired {
                     let replica = ReplicaRecord(
-                        id: UUID().uuidString.lowercased(), deploymentId: deployment.id, now: Date())
+                        id: UUID().uuidString.lowercased(), deploymentId: deployment.id, now: clock.now())
                     try await store.insert(replica)
                     replicas.append(replica)
                 }
@@ -287,7 +290,7 @@ public actor Controller: Service {
             }
         }
         for replica in replicas where replica.status.isLive && runtimes[replica.id] == nil && pulls[replica.id] == nil && !draining.contains(replica.id) {
-            if replica.status == .restarting, let notBefore = restartNotBefore[replica.id]?.at, notBefore > Date() {
+            if replica.status == .restarting, let notBefore = restartNotBefore[replica.id]?.at, notBefore > clock.now() {
                 continue
             }
             if try await launch(replica, of: deployment, profile: profile) { changed = true }
@@ -344,7 +347,7 @@ extension Controller {
                 return try await body()
             } catch {
                 logger.error("store access failed", metadata: ["store.operation": "\(what)", "attempt": "\(attempt)", "error": "\(error)"])
-                if attempt < 3 { try? await Task.sleep(for: .milliseconds(100)) }
+                if attempt < 3 { try? await clock.sleep(.milliseconds(100)) }
             }
         }
         return nil

@@ -41,3 +41,16 @@ public struct ControllerConfiguration: Sendable {
 
     public func logPath(replicaId: String) -> String { "\(dataDir)/replicas/\(replicaId).log" }
 }
+
+/// Where the controller reads the time and waits: the system's clock, or a virtual one in tests.
+public struct FleetClock: Sendable {
+    public var now: @Sendable () -> Date
+    public var sleep: @Sendable (Duration) async throws -> Void
+
+    public init(now: @escaping @Sendable () -> Date, sleep: @escaping @Sendable (Duration) async throws -> Void) {
+        self.now = now
+        self.sleep = sleep
+    }
+
+    public static let system = FleetClock(now: { Date() }, sleep: { try await Task.sleep(for: $0) })
+}

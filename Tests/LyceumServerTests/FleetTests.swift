@@ -99,6 +99,12 @@ final class InMemoryProvider: ReplicaProvider {
     }
 
     var runningReplicaIds: Set<String> { state.withLock { Set($0.running.values.map(\.replicaId)) } }
+
+    /// The replica's engine exits on its own with `code`, as a crash would.
+    func crash(replicaId: String, code: Int32 = 1) {
+        let pid = state.withLock { s in s.running.first { $0.value.replicaId == replicaId }?.key }
+        if let pid { end(pid, ProcessExit(code: code, signal: nil)) }
+    }
     var launchCount: Int { state.withLock { $0.launches.count } }
 }
 
@@ -121,7 +127,8 @@ struct FleetRig {
 
     init(
         devices: Int = 4, provider: InMemoryProvider = InMemoryProvider(), drainTimeout: Duration = .milliseconds(200),
-        seed: (@Sendable (InMemoryStore, String) async throws -> Void)? = nil
+        clock: FleetClock = .system, seed: (@Sendable (InMemoryStore, String) async throws -> Void)? = nil,
+        configure: (inout ControllerConfiguration) -> Void = { _ in }
     ) async throws {
         self.provider = provider
         orgId = try await store.ensureOrganization(named: "acme").id
@@ -138,10 +145,11 @@ struct FleetRig {
         configuration.stopGrace = .milliseconds(50)
         configuration.drainTimeout = drainTimeout
         configuration.unhealthyRestartAfter = .seconds(30)
+        configure(&configuration)
         controller = Controller(
             store: store, provider: provider, launcher: EngineLauncher(lyceumExecutable: "/nonexistent/lyceum"),
             probe: InMemoryProbe(provider: provider), sealer: SecretSealer(key: .init(size: .bits256)), configuration: configuration,
-            logger: Logger(label: "fleet-test"))
+            clock: clock, logger: Logger(label: "fleet-test"))
         let controller = controller
         task = Task { try await controller.run() }
     }
