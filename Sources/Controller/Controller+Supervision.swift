@@ -56,16 +56,16 @@ extension Controller {
             r.pid = nil
             r.handle = nil
         }) }) else { return }
-        let failed = updated.consecutiveFailures >= configuration.maxConsecutiveFailures
-        if failed {
+        let verdict = FleetDecisions.afterCrash(
+            consecutiveFailures: updated.consecutiveFailures, maxConsecutiveFailures: configuration.maxConsecutiveFailures,
+            backoff: configuration.restartBackoff, maxBackoff: configuration.maxRestartBackoff)
+        switch verdict {
+        case .fail:
             await persist("updateReplica", { try await store.updateReplica(id: replicaId) { $0.status = .failed; $0.stoppedAt = self.clock.now() } })
             await persist("addEvent", { try await store.addEvent(
                 deploymentId: runtime.deploymentId, kind: "replica_failed",
                 message: "replica \(replicaId) failed after \(updated.consecutiveFailures) crashes in a row: \(reason)") })
-        } else {
-            let seconds = min(
-                configuration.restartBackoff.seconds * pow(2, Double(updated.consecutiveFailures - 1)),
-                configuration.maxRestartBackoff.seconds)
+        case .restart(let seconds):
             restartNotBefore[replicaId] = (runtime.deploymentId, clock.now().addingTimeInterval(seconds))
             await persist("updateReplica", { try await store.updateReplica(id: replicaId) { $0.status = .restarting } })
             await persist("addEvent", { try await store.addEvent(
@@ -190,15 +190,10 @@ extension Controller {
     func killIfStuck(_ id: String, record: ReplicaRecord, now: Date) async {
         guard let runtime = runtimes[id], runtime.handle != nil, runtime.killReason == nil else { return }
         let readyTimeout = Double(configuration.profile(named: (await persist("deployment", { try await store.deployment(id: runtime.deploymentId) }))?.hardwareProfile ?? "")?.readyTimeoutS ?? 600)
-        var reason: String?
-        if record.status != .running, now.timeIntervalSince(runtime.startedAt) > readyTimeout {
-            reason = "not healthy within the ready timeout of \(Int(readyTimeout)) s"
-        } else if record.status == .running, let since = runtime.unhealthySince,
-            now.timeIntervalSince(since) > configuration.unhealthyRestartAfter.seconds
-        {
-            reason = "stopped answering health checks for \(Int(now.timeIntervalSince(since))) s"
-        }
-        guard let reason else { return }
+        guard let reason = FleetDecisions.stuckReason(
+            status: record.status, startedAt: runtime.startedAt, unhealthySince: runtime.unhealthySince, now: now,
+            readyTimeout: readyTimeout, unhealthyRestartAfter: configuration.unhealthyRestartAfter.seconds)
+        else { return }
         await kill(id, reason: reason)
     }
 

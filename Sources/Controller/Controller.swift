@@ -265,34 +265,28 @@ public actor Controller: Service {
         var replicas: [ReplicaRecord]
         if let known { replicas = known } else { replicas = try await store.replicas(deploymentId: deployment.id) }
         var changed = routes.route(deployment.id) == nil
-        // A stored count is bounded before it is acted on (rows written before limits existed included).
-        let desired = max(0, min(deployment.desiredReplicas, deployment.maxReplicas, configuration.maxReplicasPerDeployment))
-        if deployment.status != .failed {
-            let live = replicas.filter { $0.status.isLive && !draining.contains($0.id) }
-            if live.count < desired {
-                for _ in live.count..<desired {
-                    let replica = ReplicaRecord(
-                        id: UUID().uuidString.lowercased(), deploymentId: deployment.id, now: clock.now())
-                    try await store.insert(replica)
-                    replicas.append(replica)
-                }
-                changed = true
-            } else if live.count > desired {
-                let extra = live.sorted { rank($0) < rank($1) }.prefix(live.count - desired)
-                // Out of routing now; the drain and the stop run beside the reconciler, so a replica finishing long
-                // streams never holds up another deployment's launch.
-                for replica in extra {
-                    draining.insert(replica.id)
-                    runtimes[replica.id]?.stopping = true
-                    jobsContinuation.yield(.drain(replicaId: replica.id))
-                }
-                changed = true
-            }
+        let known = FleetDecisions.Known(
+            busy: Set(runtimes.keys).union(pulls.keys), draining: draining, restartNotBefore: restartNotBefore.mapValues(\.at))
+        var plan = FleetDecisions.plan(
+            deployment, replicas: replicas, known: known, maxReplicasPerDeployment: configuration.maxReplicasPerDeployment, now: clock.now())
+        for _ in 0..<plan.create {
+            let replica = ReplicaRecord(id: UUID().uuidString.lowercased(), deploymentId: deployment.id, now: clock.now())
+            try await store.insert(replica)
+            replicas.append(replica)
+            plan.launch.append(replica.id)
         }
-        for replica in replicas where replica.status.isLive && runtimes[replica.id] == nil && pulls[replica.id] == nil && !draining.contains(replica.id) {
-            if replica.status == .restarting, let notBefore = restartNotBefore[replica.id]?.at, notBefore > clock.now() {
-                continue
-            }
+        // Out of routing now; the drain and the stop run beside the reconciler, so a replica finishing long
+        // streams never holds up another deployment's launch.
+        for id in plan.drain {
+            draining.insert(id)
+            runtimes[id]?.stopping = true
+            jobsContinuation.yield(.drain(replicaId: id))
+        }
+        changed = changed || plan.create > 0 || !plan.drain.isEmpty
+        let byId = Dictionary(replicas.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        for id in plan.launch {
+            // Another pass may have started it while this one awaited.
+            guard let replica = byId[id], runtimes[id] == nil, pulls[id] == nil, !draining.contains(id) else { continue }
             if try await launch(replica, of: deployment, profile: profile) { changed = true }
         }
         if changed { try await refreshStatus(deploymentId: deployment.id) }
@@ -309,11 +303,6 @@ public actor Controller: Service {
     /// may be waiting for them), over its own deployment otherwise.
     func released(_ devices: [String], by deploymentId: String) {
         if devices.isEmpty { poke(deploymentId: deploymentId) } else { poke() }
-    }
-
-    /// Which replicas go first on scale-down: ones not yet serving, then the newest.
-    func rank(_ r: ReplicaRecord) -> (Int, TimeInterval) {
-        (r.status == .running && r.healthy ? 1 : 0, -r.createdAt.timeIntervalSince1970)
     }
 
     /// The Hub files an engine needs before it can start: nil for the simulator and for local paths.
