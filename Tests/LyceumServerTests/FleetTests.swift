@@ -3,6 +3,7 @@ import DeploymentStore
 import Foundation
 import InferenceCore
 import Logging
+import ModelHub
 @testable import Replicas
 import Synchronization
 import Testing
@@ -127,7 +128,8 @@ struct FleetRig {
 
     init(
         devices: Int = 4, provider: InMemoryProvider = InMemoryProvider(), drainTimeout: Duration = .milliseconds(200),
-        clock: FleetClock = .system, seed: (@Sendable (InMemoryStore, String) async throws -> Void)? = nil,
+        clock: FleetClock = .system, downloader: ModelDownloader? = nil, extraProfiles: [HardwareProfile] = [],
+        seed: (@Sendable (InMemoryStore, String) async throws -> Void)? = nil,
         configure: (inout ControllerConfiguration) -> Void = { _ in }
     ) async throws {
         self.provider = provider
@@ -137,7 +139,7 @@ struct FleetRig {
         let profile = HardwareProfile(
             name: "sim.h100", engine: .sim, gpuType: "h100", gpuCount: 1, pricePerHour: "1.00",
             devices: (0..<devices).map { "g\($0)" }, readyTimeoutS: 30)
-        var configuration = ControllerConfiguration(dataDir: try temporaryDirectory(), profiles: [profile])
+        var configuration = ControllerConfiguration(dataDir: try temporaryDirectory(), profiles: [profile] + extraProfiles)
         configuration.reconcileInterval = .milliseconds(20)
         configuration.healthInterval = .milliseconds(20)
         configuration.restartBackoff = .milliseconds(40)
@@ -148,8 +150,8 @@ struct FleetRig {
         configure(&configuration)
         controller = Controller(
             store: store, provider: provider, launcher: EngineLauncher(lyceumExecutable: "/nonexistent/lyceum"),
-            probe: InMemoryProbe(provider: provider), sealer: SecretSealer(key: .init(size: .bits256)), configuration: configuration,
-            clock: clock, logger: Logger(label: "fleet-test"))
+            probe: InMemoryProbe(provider: provider), sealer: SecretSealer(key: .init(size: .bits256)), downloader: downloader,
+            configuration: configuration, clock: clock, logger: Logger(label: "fleet-test"))
         let controller = controller
         task = Task { try await controller.run() }
     }
