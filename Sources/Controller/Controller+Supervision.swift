@@ -12,8 +12,8 @@ extension Controller {
     func supervise(replicaId: String, command: EngineCommand, logPath: String) async {
         let exit: ProcessExit
         do {
-            exit = try await provider.run(command, logPath: logPath) { handle in
-                await self.processStarted(replicaId, handle: handle)
+            exit = try await provider.run(command, logPath: logPath) { started in
+                await self.processStarted(replicaId, started)
             }
         } catch {
             await processEnded(replicaId, description: "could not be started: \(error)")
@@ -22,10 +22,24 @@ extension Controller {
         await processEnded(replicaId, description: exit.description)
     }
 
-    func processStarted(_ replicaId: String, handle: ReplicaHandle) async {
+    func processStarted(_ replicaId: String, _ started: ReplicaStarted) async {
         guard let runtime = runtimes[replicaId] else { return }
+        let handle = started.handle
         runtimes[replicaId]?.handle = handle
-        await persist("updateReplica", { try await store.updateReplica(id: replicaId) { $0.handle = handle.rawValue; $0.pid = handle.processId } })
+        // Where the provider placed it, when that is not where it was asked to listen: probes, routes and the
+        // store follow the provider.
+        let address = started.address ?? runtime.address
+        runtimes[replicaId]?.address = address
+        await persist("updateReplica", { try await store.updateReplica(id: replicaId) { r in
+            r.handle = handle.rawValue
+            r.pid = handle.processId
+            r.host = address.host
+            r.port = address.port
+        } })
+        if address != runtime.address {
+            await persist("addEvent", { try await store.addEvent(
+                deploymentId: runtime.deploymentId, kind: "replica_placed", message: "replica \(replicaId) listens on \(address) (\(handle))") })
+        }
         // Billing runs from the launch until the process stops.
         if let deployment = await persist("deployment", { try await store.deployment(id: runtime.deploymentId) }),
             let profile = configuration.profile(named: deployment.hardwareProfile)

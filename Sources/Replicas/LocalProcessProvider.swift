@@ -18,7 +18,7 @@ public struct LocalProcessProvider: ReplicaProvider {
     public init() {}
 
     public func run(
-        _ command: EngineCommand, logPath: String, started: @escaping @Sendable (ReplicaHandle) async -> Void
+        _ command: EngineCommand, logPath: String, started: @escaping @Sendable (ReplicaStarted) async -> Void
     ) async throws -> ProcessExit {
         let fd = try FileDescriptor.open(
             FilePath(logPath), .writeOnly, options: [.create, .append], permissions: [.ownerReadWrite, .groupRead]
@@ -39,7 +39,7 @@ public struct LocalProcessProvider: ReplicaProvider {
             output: .fileDescriptor(fd, closeAfterSpawningProcess: true),
             error: .combinedWithOutput
         ) { execution in
-            await started(.process(execution.processIdentifier.value))
+            await started(ReplicaStarted(handle: .process(execution.processIdentifier.value)))
         }
         switch result.terminationStatus {
         case .exited(let code): return ProcessExit(code: code, signal: nil)

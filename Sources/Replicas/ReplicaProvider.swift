@@ -36,12 +36,26 @@ public struct ReplicaHandle: Sendable, Hashable, CustomStringConvertible {
     public var description: String { rawValue }
 }
 
+/// A run that has started: its handle and, where the provider placed it somewhere other than where it was
+/// asked to listen (a cluster node, a port chosen on the node), the address it listens on.
+public struct ReplicaStarted: Sendable, Equatable {
+    public var handle: ReplicaHandle
+    /// Nil: it listens where the command says (the provider's host, the port the controller chose).
+    public var address: ReplicaAddress?
+
+    public init(handle: ReplicaHandle, address: ReplicaAddress? = nil) {
+        self.handle = handle
+        self.address = address
+    }
+}
+
 /// Starts, watches and stops replicas. The controller knows replicas by handle and address only, so a
 /// cluster provider (Ray jobs) can stand beside the local one.
 public protocol ReplicaProvider: Sendable {
-    /// Runs a replica until it ends, calling `started` with its handle once it runs; returns how it ended.
+    /// Runs a replica until it ends, calling `started` with its handle (and its address, once the provider
+    /// knows it) when it runs; returns how it ended.
     func run(
-        _ command: EngineCommand, logPath: String, started: @escaping @Sendable (ReplicaHandle) async -> Void
+        _ command: EngineCommand, logPath: String, started: @escaping @Sendable (ReplicaStarted) async -> Void
     ) async throws -> ProcessExit
 
     /// Stops a run: asked to stop, then forced after `grace`. Returns once nothing of it is left.

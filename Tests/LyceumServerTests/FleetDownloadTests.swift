@@ -53,9 +53,11 @@ final class HubStandIn: Sendable {
         }
         router.get(":org/:name/resolve/:revision/:file", use: serve)
         router.head(":org/:name/resolve/:revision/:file", use: serve)
+        var logger = Logger(label: "hub-stand-in")
+        logger.logLevel = .critical
         let app = Application(
             router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-            onServerRunning: { [self] channel in port.withLock { $0 = channel.localAddress?.port } }, logger: Logger(label: "hub-stand-in"))
+            onServerRunning: { [self] channel in port.withLock { $0 = channel.localAddress?.port } }, logger: logger)
         let task = Task { try await app.runService() }
         let deadline = ContinuousClock.now + .seconds(10)
         while port.withLock({ $0 }) == nil, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }

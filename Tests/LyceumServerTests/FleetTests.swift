@@ -36,10 +36,15 @@ final class InMemoryProvider: ReplicaProvider {
     /// A host other than loopback, as a cluster's node would be: the controller must probe where the provider says.
     let replicaHost = "10.99.0.7"
     let devices: DevicePool? = DevicePool()
+    /// When set, the engine listens on the port this gives for the one it was asked for (as a cluster node's launcher would choose).
+    let placeOnPort: (@Sendable (Int) -> Int)?
 
-    init(behaviour: @escaping @Sendable (EngineCommand) -> Behaviour = { _ in .serve }) { self.behaviour = behaviour }
+    init(behaviour: @escaping @Sendable (EngineCommand) -> Behaviour = { _ in .serve }, placeOnPort: (@Sendable (Int) -> Int)? = nil) {
+        self.behaviour = behaviour
+        self.placeOnPort = placeOnPort
+    }
 
-    func run(_ command: EngineCommand, logPath: String, started: @escaping @Sendable (ReplicaHandle) async -> Void) async throws -> ProcessExit {
+    func run(_ command: EngineCommand, logPath: String, started: @escaping @Sendable (ReplicaStarted) async -> Void) async throws -> ProcessExit {
         let port = command.arguments.firstIndex(of: "--port").flatMap { Int(command.arguments[$0 + 1]) } ?? 0
         let replicaId = URL(fileURLWithPath: logPath).deletingPathExtension().lastPathComponent
         let pid = state.withLock { s in
@@ -47,11 +52,14 @@ final class InMemoryProvider: ReplicaProvider {
             s.launches.append((replicaId, .now))
             return s.nextPid
         }
-        await started(.process(pid))
+        // A provider that places replicas itself (a cluster) reports where they listen once they run.
+        let placed = placeOnPort.map { ReplicaAddress(host: replicaHost, port: $0(port)) }
+        await started(ReplicaStarted(handle: .process(pid), address: placed))
+        let servedPort = placed?.port ?? port
         if case .exitAtOnce(let code) = behaviour(command) { return ProcessExit(code: code, signal: nil) }
         return await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
-                state.withLock { $0.running[pid] = Process(replicaId: replicaId, port: port, exit: continuation) }
+                state.withLock { $0.running[pid] = Process(replicaId: replicaId, port: servedPort, exit: continuation) }
             }
         } onCancel: {
             self.end(pid, ProcessExit(code: nil, signal: 15))
