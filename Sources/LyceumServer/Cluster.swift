@@ -76,7 +76,6 @@ final class ClusterState: Sendable {
 /// a store write plus a notification, which the leader (whichever instance that is now) acts on.
 struct StoreFleet: FleetCommands, FleetControl {
     let store: PostgresStore
-    let profiles: [HardwareProfile]
     let dataDir: String
     let stopWait: Duration
     let logger: Logger

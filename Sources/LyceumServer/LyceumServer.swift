@@ -71,7 +71,7 @@ public enum LyceumServer {
             store = shared
             cluster = ClusterWiring(
                 fleetStore: shared.fenced(by: fence), gatewayRoutes: RouteTable(),
-                front: StoreFleet(store: shared, profiles: config.profiles, dataDir: config.dataDir, stopWait: config.stopGrace + .seconds(15), logger: logger),
+                front: StoreFleet(store: shared, dataDir: config.dataDir, stopWait: config.stopGrace + .seconds(15), logger: logger),
                 state: state, mirror: RouteMirror(), fence: fence)
             logger.info("sharing PostgreSQL with other instances", metadata: ["instance": "\(instanceId)", "role": "\(config.role.rawValue)"])
         } else {
