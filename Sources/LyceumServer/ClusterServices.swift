@@ -259,7 +259,9 @@ struct Leadership: Service {
         hooks.stillLeads = {
             guard !state.deposed.load(ordering: .relaxed), !lock.isClosed || state.reclaimedLock.withLock({ $0 != nil }) else { return false }
             do {
-                return try await store.leader().epoch == epoch
+                // The fence's epoch, not the one elected under: a leader that took the fleet back during a
+                // failed hand-over leads under a newer one.
+                return try await store.leader().epoch == fence.epoch
             } catch {
                 logger.error("cannot confirm leadership before acting; not acting", metadata: ["error": "\(error)"])
                 return false

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from harness import Server, start_server, wait_for  # noqa: F401
+from harness import Server, engine_pids, start_server, wait_for  # noqa: F401
 
 POSTGRES = os.environ.get("LYCEUM_TEST_POSTGRES_URL")
 pytestmark = pytest.mark.skipif(not POSTGRES, reason="scripts/test.sh starts PostgreSQL and sets LYCEUM_TEST_POSTGRES_URL")
@@ -67,3 +67,13 @@ def test_state_lives_in_postgres_survives_a_restart_and_one_instance_runs_the_fl
     server.wait_status(d, "running")
     assert server.chat(d).status_code == 200
     assert sql(url, f"SELECT count(*) FROM replicas WHERE deployment_id = '{d}' AND status = 'running'") == "2"
+
+    # Stopped soon after the SIGKILL, while the dead instance may still look alive (it heartbeat moments
+    # ago): a hand-over then finds no one to take the fleet, so the server takes it back and stops every
+    # engine before it exits. Either way no engine outlives it.
+    server.terminate()
+    ids = sql(url, "SELECT id FROM replicas").split()
+    leftovers = engine_pids(ids)
+    for pid in leftovers:
+        os.kill(pid, 9)
+    assert not leftovers, f"engines outlived the last instance: {leftovers}"
