@@ -25,6 +25,9 @@ public struct BuiltServer: Sendable {
     public let application: Application<RouterResponder<LyceumRequestContext>>
     /// Every service, the application last: controller, background requests, autoscaler, shutdown guard.
     public let services: [any Service]
+    /// The services every instance runs whether it leads or not (background requests, the HTTP application,
+    /// the shutdown guard), in that order: `services` without the fleet's.
+    let instanceServices: [any Service]
     public let store: any DeploymentStore
     public let controller: Controller
     public let gateway: Gateway
@@ -97,7 +100,7 @@ public enum LyceumServer {
                     controller: server.controller, autoscaler: server.autoscaler, mirror: cluster.mirror, freezeTimeout: config.leaderFreezeTimeout,
                     logger: logger),
                 RouteSync(url: url, store: cluster.front.store, table: cluster.gatewayRoutes, state: cluster.state, resyncInterval: .seconds(5), logger: logger),
-            ] + server.services.filter { !($0 is Controller) && !($0 is Autoscaler) } + [
+            ] + server.instanceServices + [
                 Departure(store: cluster.front.store, state: cluster.state, logger: logger)
             ]
         }
@@ -250,7 +253,8 @@ public enum LyceumServer {
 
         let shutdownGuard = ShutdownGuard(gateway: gateway, timeout: config.shutdownTimeout, logger: logger)
         return BuiltServer(
-            application: app, services: [controller, background, autoscaler, app, shutdownGuard], store: store, controller: controller,
+            application: app, services: [controller, background, autoscaler, app, shutdownGuard],
+            instanceServices: [background, app, shutdownGuard], store: store, controller: controller,
             gateway: gateway, autoscaler: autoscaler, authenticator: authenticator, httpClient: httpClient, clusterTraffic: clusterTraffic)
     }
 

@@ -67,7 +67,9 @@ public let clusterChannel = "lyceum_fleet"
 extension PostgresStore {
     // MARK: Instances
 
+    /// Registers this instance (again), forgetting instances silent for an hour.
     public func registerInstance(id: String, url: String, role: String) async throws {
+        try await client.query("DELETE FROM instances WHERE heartbeat_at < now() - interval '1 hour'", logger: logger)
         try await client.query("""
             INSERT INTO instances (id, url, role, started_at, heartbeat_at) VALUES (\(id), \(url), \(role), now(), now())
             ON CONFLICT (id) DO UPDATE SET url = excluded.url, role = excluded.role, heartbeat_at = now()
@@ -90,10 +92,8 @@ extension PostgresStore {
     }
 
     /// Every registered instance, `alive` when it heartbeat within `seconds` (by the database's clock).
-    /// Instances silent for an hour are forgotten.
     public func instances(aliveWithin seconds: Double) async throws -> [InstanceRecord] {
-        try await client.query("DELETE FROM instances WHERE heartbeat_at < now() - interval '1 hour'", logger: logger)
-        return try await all(
+        try await all(
             """
             SELECT id, url, role, started_at, heartbeat_at, traffic, heartbeat_at > now() - make_interval(secs => \(seconds))
             FROM instances ORDER BY started_at, id
