@@ -127,14 +127,27 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "RayCluster",
+            dependencies: [
+                "InferenceCore", "Replicas",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "LyceumServer",
             dependencies: [
                 "InferenceCore", "DeploymentStore", "SQLiteStore", "PostgresStore", "Replicas", "Controller", "ControlPlane", "Gateway", "ModelHub",
-                "Routing",
+                "Routing", "RayCluster",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -145,6 +158,7 @@ let package = Package(
             dependencies: [
                 "InferenceCore", "LyceumServer", "SimEngine", "Replicas",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -176,6 +190,7 @@ let package = Package(
             name: "LyceumServerTests",
             dependencies: [
                 "LyceumServer", "DeploymentStore", "SQLiteStore", "PostgresStore", "Replicas", "Controller", "Gateway", "InferenceCore", "ModelHub", "ControlPlane", "Routing",
+                "RayCluster",
                 .product(name: "PropertyBased", package: "swift-property-based"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

@@ -3,12 +3,12 @@
 # server, started here in a temporary folder), then end-to-end tests against real `lyceum server`
 # processes with real simulator replicas and the official `openai` client.
 # Installs what the tests need: PostgreSQL (Debian packages), a Python virtual environment in .venv
-# (pytest, openai, requests, gguf) and llama.cpp's llama-server (built from PyPI's llama-cpp-python
+# (pytest, openai, requests, gguf, ray) and llama.cpp's llama-server (built from PyPI's llama-cpp-python
 # source, cached per version).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -x .venv/bin/pytest ] || ! .venv/bin/python -c "import openai, requests, gguf, anthropic, lyceum.main" 2>/dev/null; then
+if [ ! -x .venv/bin/pytest ] || ! .venv/bin/python -c "import openai, requests, gguf, anthropic, lyceum.main, ray" 2>/dev/null; then
   python3 -m venv .venv
   .venv/bin/pip install --quiet --upgrade pip
   .venv/bin/pip install --quiet -r tests/e2e/requirements.txt

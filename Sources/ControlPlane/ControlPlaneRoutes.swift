@@ -173,8 +173,15 @@ public struct ControlPlaneRoutes: Sendable {
                 ReplicaInfo(
                     replicaId: $0.id, status: $0.status, healthy: $0.healthy,
                     lastHealthCheck: $0.lastHealthCheck.map(WireJSON.timestamp), failReason: $0.failReason,
-                    restartCount: $0.restartCount, createdAt: WireJSON.timestamp($0.createdAt), progress: $0.progress)
+                    restartCount: $0.restartCount, createdAt: WireJSON.timestamp($0.createdAt), progress: $0.progress,
+                    node: Self.node(of: $0))
             })
+    }
+
+    /// Where a replica runs, for `get`: `local` for a process of the server, else the node's address.
+    static func node(of replica: ReplicaRecord) -> String? {
+        guard let handle = replica.handle else { return nil }
+        return handle.hasPrefix("pid:") ? "local" : replica.host ?? "unknown"
     }
 
     // MARK: Catalogue, logs, events, pricing

@@ -21,7 +21,7 @@ extension Controller {
         // Devices the provider hands out by name: never one device to two replicas. (A cluster provider lets the
         // cluster allot them.)
         var devices: [String] = []
-        if profile.gpuCount > 0, let pool = provider.devices {
+        if profile.gpuCount > 0, let pool = provider.devices(for: profile) {
             let free = pool.free(of: profile.devices)
             guard free.count >= profile.gpuCount else {
                 let reason = profile.devices.isEmpty
@@ -53,7 +53,7 @@ extension Controller {
                 for: ReplicaLaunch(
                     replicaId: replica.id, deploymentId: deployment.id, hfModelId: deployment.hfModelId,
                     hfToken: token, profile: profile, port: port, devices: devices, modelFile: model?.primaryFile,
-                    modelCacheDir: model?.cacheDir))
+                    modelCacheDir: model?.cacheDir, attempt: replica.restartCount))
         } catch {
             try await store.updateReplica(id: replica.id) {
                 $0.status = .failed
@@ -66,7 +66,7 @@ extension Controller {
         // Re-check after the awaits above: a stop or shutdown may have begun meanwhile.
         guard !stoppingDeployments.contains(deployment.id), !shuttingDown, runtimes[replica.id] == nil else { return false }
         // Taken now, all or none: a device another launch took meanwhile leaves this one for the next pass.
-        guard provider.devices?.take(devices) ?? true else { return false }
+        guard provider.devices(for: profile)?.take(devices) ?? true else { return false }
         let now = clock.now()
         runtimes[replica.id] = Runtime(
             deploymentId: deployment.id, handle: nil, address: ReplicaAddress(host: provider.replicaHost, port: port), devices: devices,

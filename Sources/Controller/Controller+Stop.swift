@@ -109,7 +109,7 @@ extension Controller {
                     try? await clock.sleep(.milliseconds(20))
                 }
             }
-            if let handle = runtimes[id]?.handle {
+            if let handle = runtimes[id]?.handle ?? runtimes[id]?.queuedHandle {
                 guard await cluster.stillLeads() else { return }
                 await provider.stop(handle, grace: configuration.stopGrace)
             }
@@ -160,12 +160,14 @@ extension Controller {
 
     func recoverKnown() async {
         guard let replicas = await persist("liveReplicas", { try await store.liveReplicas() }) else { return }
+        // What the provider runs now, in one look (a cluster provider lists its jobs once rather than per replica).
+        let seen = replicas.isEmpty ? [:] : await provider.running()
         for replica in replicas {
             guard let deployment = await persist("deployment", { try await store.deployment(id: replica.deploymentId) }) else { continue }
             let handle = Self.handle(of: replica)
             if let handle, let port = replica.port, deployment.status.isActive,
                 configuration.profile(named: deployment.hardwareProfile) != nil,
-                provider.isAlive(handle, replicaId: replica.id)
+                seen[replica.id] == handle || provider.isAlive(handle, replicaId: replica.id)
             {
                 let devices = replica.deviceList
                 provider.devices?.claim(devices)
@@ -211,9 +213,10 @@ extension Controller {
 
 
     /// Devices in use, for the catalogue's availability answer.
-    public func freeDeviceCount(profile: HardwareProfile) -> Int {
+    public func freeDeviceCount(profile: HardwareProfile) async -> Int {
+        if let replicas = await provider.freeCapacity(for: profile) { return replicas * max(1, profile.gpuCount) }
         // Where the cluster allots devices, the cluster says whether it has room when the replica asks.
-        guard let pool = provider.devices else { return profile.gpuCount }
+        guard let pool = provider.devices(for: profile) else { return profile.gpuCount }
         return pool.free(of: profile.devices).count
     }
 }

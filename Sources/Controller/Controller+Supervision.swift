@@ -12,9 +12,10 @@ extension Controller {
     func supervise(replicaId: String, command: EngineCommand, logPath: String) async {
         let exit: ProcessExit
         do {
-            exit = try await provider.run(command, logPath: logPath) { started in
-                await self.processStarted(replicaId, started)
-            }
+            exit = try await provider.run(
+                command, logPath: logPath,
+                waiting: { handle, reason in await self.processWaiting(replicaId, handle: handle, reason: reason) },
+                started: { started in await self.processStarted(replicaId, started) })
         } catch {
             await processEnded(replicaId, description: "could not be started: \(error)")
             return
@@ -22,8 +23,42 @@ extension Controller {
         await processEnded(replicaId, description: exit.description)
     }
 
+    /// The provider queued the run (a cluster with no room for it): the replica is `pending` with the reason.
+    func processWaiting(_ replicaId: String, handle: ReplicaHandle, reason: String) async {
+        guard let runtime = runtimes[replicaId] else {
+            // Stopped while it was being queued.
+            await provider.stop(handle, grace: configuration.stopGrace)
+            return
+        }
+        runtimes[replicaId]?.queuedHandle = handle
+        guard runtime.handle == nil, runtime.waitingReason != reason else { return }
+        runtimes[replicaId]?.waitingReason = reason
+        await persist("updateReplica", { try await store.updateReplica(id: replicaId) { r in
+            r.status = .pending
+            r.failReason = reason
+        } })
+        await persist("addEvent", { try await store.addEvent(
+            deploymentId: runtime.deploymentId, kind: "waiting_for_resources", message: "replica \(replicaId): \(reason)") })
+        await persist("refreshStatus", { try await refreshStatus(deploymentId: runtime.deploymentId) })
+    }
+
     func processStarted(_ replicaId: String, _ started: ReplicaStarted) async {
-        guard let runtime = runtimes[replicaId] else { return }
+        guard var runtime = runtimes[replicaId] else {
+            // Stopped before it started (a queued cluster job that found room later): nothing may run for it.
+            await provider.stop(started.handle, grace: configuration.stopGrace)
+            return
+        }
+        if runtime.waitingReason != nil {
+            // It waited for room on the cluster: its run (billing, the ready timeout) begins now.
+            runtime.waitingReason = nil
+            runtime.startedAt = clock.now()
+            runtimes[replicaId] = runtime
+            await persist("updateReplica", { try await store.updateReplica(id: replicaId) { [startedAt = runtime.startedAt] r in
+                r.status = .initingDockerContainer
+                r.failReason = nil
+                r.startedAt = startedAt
+            } })
+        }
         let handle = started.handle
         runtimes[replicaId]?.handle = handle
         // Where the provider placed it, when that is not where it was asked to listen: probes, routes and the
@@ -218,8 +253,13 @@ extension Controller {
         runtimes[id]?.killReason = reason
         suspects.withLock { _ = $0.removeValue(forKey: id) }
         await persist("addEvent", { try await store.addEvent(deploymentId: runtime.deploymentId, kind: "replica_killed", message: "replica \(id) \(reason); killing it") })
+        jobsContinuation.yield(.kill(replicaId: id, handle: handle))
+    }
+
+    /// Stops a killed replica's run; an adopted one's supervisor is not ours, so its end is reported here.
+    func finishKill(_ id: String, handle: ReplicaHandle) async {
         await provider.stop(handle, grace: .seconds(2))
-        if runtime.adopted { await processEnded(id, description: "was killed") }
+        if runtimes[id]?.adopted == true, runtimes[id]?.handle == handle { await processEnded(id, description: "was killed") }
     }
 
     /// Recomputes a deployment's status from its replicas, recording an event when it changes.

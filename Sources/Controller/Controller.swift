@@ -42,6 +42,10 @@ public actor Controller: Service {
         var wrongAnswers = 0
         /// The engine's own load at the last health pass (nil: not ready, or its engine does not say).
         var load: EngineLoad?
+        /// Why the provider has not started it yet (a cluster with no room), while it waits, and the handle
+        /// that stops it meanwhile.
+        var waitingReason: String?
+        var queuedHandle: ReplicaHandle?
     }
 
     /// Long-running work for one replica, run as a child task of `run()` so shutdown reaches it.
@@ -54,6 +58,9 @@ public actor Controller: Service {
         case drain(replicaId: String)
         /// Send a replica one real tiny request and judge the answer.
         case answerProbe(replicaId: String, address: ReplicaAddress, servedModelName: String)
+        /// Stop a run the controller gave up on (hung, never ready), beside the health pass: a cluster may take
+        /// seconds to answer for a lost node.
+        case kill(replicaId: String, handle: ReplicaHandle)
     }
 
     let store: any DeploymentStore
@@ -168,6 +175,8 @@ public actor Controller: Service {
                         group.addTask { await self.drainThenStop(replicaId) }
                     case .answerProbe(let replicaId, let address, let servedModelName):
                         group.addTask { await self.probeAnswer(replicaId: replicaId, address: address, servedModelName: servedModelName) }
+                    case .kill(let replicaId, let handle):
+                        group.addTask { await self.finishKill(replicaId, handle: handle) }
                     }
                 }
                 // The job stream ends on graceful shutdown: stop every replica, then end the loops.

@@ -41,11 +41,15 @@ public struct ReplicaInfo: Codable, Sendable {
     /// While a replica gets ready: what it is doing, e.g. a model download's progress. Not in the contract;
     /// clients that do not know it ignore it.
     public var progress: String?
+    /// Where it runs: `local` for a process of the server, a cluster node's address for a Ray job. Not in the
+    /// contract either.
+    public var node: String?
 
     public init(
         replicaId: String, status: ReplicaStatus, healthy: Bool, lastHealthCheck: String?, failReason: String?,
-        restartCount: Int, createdAt: String, progress: String? = nil
+        restartCount: Int, createdAt: String, progress: String? = nil, node: String? = nil
     ) {
+        self.node = node
         self.replicaId = replicaId
         self.status = status
         self.healthy = healthy
@@ -57,7 +61,7 @@ public struct ReplicaInfo: Codable, Sendable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case replicaId, status, healthy, lastHealthCheck, failReason, restartCount, createdAt, progress
+        case replicaId, status, healthy, lastHealthCheck, failReason, restartCount, createdAt, progress, node
     }
 
     /// Contract fields are always present: a missing value is `null`, never an absent key.
@@ -71,6 +75,7 @@ public struct ReplicaInfo: Codable, Sendable {
         try c.encode(restartCount, forKey: .restartCount)
         try c.encode(createdAt, forKey: .createdAt)
         try c.encode(progress, forKey: .progress)
+        try c.encode(node, forKey: .node)
     }
 }
 

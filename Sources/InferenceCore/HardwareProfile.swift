@@ -8,6 +8,14 @@ public enum EngineKind: String, Codable, Sendable {
     case llamacpp = "llama.cpp"
 }
 
+/// Where a profile's replicas run.
+public enum ReplicaPlacement: String, Codable, Sendable {
+    /// Child processes of the server, on this machine.
+    case local
+    /// Jobs on a Ray cluster (`ray_address`): the cluster places them on its nodes.
+    case ray
+}
+
 /// A named hardware profile: what each replica runs on, with which engine, at what price.
 public struct HardwareProfile: Codable, Sendable, Equatable {
     public var name: String
@@ -24,6 +32,10 @@ public struct HardwareProfile: Codable, Sendable, Equatable {
     public var engineArgs: [String]
     /// Models offered in the catalogue for this profile.
     public var catalogue: [String]
+    /// Where its replicas run: local processes (the default) or jobs on a Ray cluster.
+    public var provider: ReplicaPlacement = .local
+    /// Ray custom resources each replica asks for (`{"sim_gpu": 1}`), beside `gpu_count` GPUs for vLLM.
+    public var resources: [String: Double] = [:]
 
     public init(
         name: String, engine: EngineKind, gpuType: String, gpuCount: Int, pricePerHour: String,
@@ -41,7 +53,7 @@ public struct HardwareProfile: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, engine, gpuType, gpuCount, pricePerHour, devices, readyTimeoutS, engineArgs, catalogue
+        case name, engine, gpuType, gpuCount, pricePerHour, devices, readyTimeoutS, engineArgs, catalogue, provider, resources
     }
 
     public init(from decoder: any Decoder) throws {
@@ -55,6 +67,15 @@ public struct HardwareProfile: Codable, Sendable, Equatable {
         readyTimeoutS = try c.decodeIfPresent(Int.self, forKey: .readyTimeoutS) ?? 300
         engineArgs = try c.decodeIfPresent([String].self, forKey: .engineArgs) ?? []
         catalogue = try c.decodeIfPresent([String].self, forKey: .catalogue) ?? []
+        provider = try c.decodeIfPresent(ReplicaPlacement.self, forKey: .provider) ?? .local
+        resources = try c.decodeIfPresent([String: Double].self, forKey: .resources) ?? [:]
+        for (name, amount) in resources {
+            guard (1...64).contains(name.count), amount.isFinite, amount > 0, amount <= 1_000_000 else {
+                throw DecodingError.dataCorruptedError(
+                    forKey: .resources, in: c,
+                    debugDescription: "profile \(self.name): a resource is a name of 1 to 64 characters and an amount above 0 and at most 1000000")
+            }
+        }
     }
 
     /// Profiles that work out of the box on a laptop: simulated GPUs, real GPUs if any, and CPU.

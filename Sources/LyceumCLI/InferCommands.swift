@@ -25,8 +25,8 @@ struct Status: AsyncParsableCommand {
         print(table(["FIELD", "VALUE"], rows))
         guard !d.replicas.isEmpty else { return print("\nNo replicas.") }
         print("")
-        print(table(["REPLICA", "STATUS", "HEALTHY", "LAST CHECK", "RESTARTS", "REASON"], d.replicas.map {
-            [$0.replicaId, $0.status.rawValue, $0.healthy ? "yes" : "no", shortTime($0.lastHealthCheck), "\($0.restartCount)", oneLine($0.failReason ?? "")]
+        print(table(["REPLICA", "STATUS", "HEALTHY", "NODE", "LAST CHECK", "RESTARTS", "REASON"], d.replicas.map {
+            [$0.replicaId, $0.status.rawValue, $0.healthy ? "yes" : "no", $0.node ?? "-", shortTime($0.lastHealthCheck), "\($0.restartCount)", oneLine($0.failReason ?? "")]
         }))
     }
 }

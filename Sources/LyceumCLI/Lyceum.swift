@@ -8,7 +8,7 @@ public struct Lyceum: AsyncParsableCommand {
         commandName: "lyceum",
         abstract: "Dedicated LLM deployments: reserved replicas behind one OpenAI-compatible endpoint.",
         version: lyceumVersion,
-        subcommands: [ServerCommand.self, Infer.self, Keys.self, Login.self, Engine.self]
+        subcommands: [ServerCommand.self, Infer.self, Keys.self, Login.self, Engine.self, ReplicaCommand.self]
     )
 
     public init() {}

@@ -27,6 +27,10 @@ struct ServerCommand: AsyncParsableCommand {
     var instanceId: String?
     @Option(name: .customLong("secret-key-file"), help: "Key that seals secrets at rest; instances sharing a store must share it. Default: DATA_DIR/secret.key.")
     var secretKeyFile: String?
+    @Option(name: .customLong("ray-address"), help: "A Ray cluster's Jobs API, http://HEAD:8265, for profiles with \"provider\": \"ray\".")
+    var rayAddress: String?
+    @Option(name: .customLong("advertise-url"), help: "The URL cluster nodes reach this server at. Default: http://HOST:PORT it listens on.")
+    var advertiseURL: String?
 
     func run() async throws {
         let level = Logger.Level(rawValue: logLevel) ?? .info
@@ -47,6 +51,9 @@ struct ServerCommand: AsyncParsableCommand {
         if let role { configuration.role = try ServerRole(parsing: role) }
         if let instanceId { configuration.instanceId = try ServerRole.instanceId(instanceId) }
         if let secretKeyFile { configuration.secretKeyFile = (secretKeyFile as NSString).expandingTildeInPath }
+        if let rayAddress { configuration.rayAddress = try ServerConfiguration.httpURL(rayAddress, "--ray-address") }
+        if let advertiseURL { configuration.advertiseURL = try ServerConfiguration.httpURL(advertiseURL, "--advertise-url") }
+        try configuration.validate()
         if !gpus.isEmpty {
             logger.info("GPUs found", metadata: ["gpus": "\(gpus.map { "\($0.index): \($0.name)" }.joined(separator: "; "))"])
         }

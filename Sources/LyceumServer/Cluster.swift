@@ -8,6 +8,7 @@ import Gateway
 import InferenceCore
 import Logging
 import PostgresStore
+import Replicas
 import Routing
 import Synchronization
 
@@ -79,6 +80,8 @@ struct StoreFleet: FleetCommands, FleetControl {
     let dataDir: String
     let stopWait: Duration
     let logger: Logger
+    /// Where a cluster allots devices, it says what is free.
+    var provider: (any ReplicaProvider)?
 
     func resumeDeployment(id: String) async throws {
         guard try await Controller.markResumed(id, in: store) != nil else { return }
@@ -106,6 +109,7 @@ struct StoreFleet: FleetCommands, FleetControl {
     }
 
     func freeDeviceCount(profile: HardwareProfile) async -> Int {
+        if let replicas = await provider?.freeCapacity(for: profile) { return replicas * max(1, profile.gpuCount) }
         do {
             let taken = Set(try await store.liveReplicas().flatMap(\.deviceList))
             return profile.devices.filter { !taken.contains($0) }.count

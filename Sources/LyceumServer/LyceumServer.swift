@@ -12,6 +12,7 @@ import InferenceCore
 import Logging
 import ModelHub
 import Replicas
+import RayCluster
 import Routing
 import ServiceLifecycle
 #if canImport(Glibc)
@@ -60,6 +61,14 @@ public enum LyceumServer {
         defer { lock.release() }
 
         let sealer = try SecretSealer(keyFile: config.secretKeyFile ?? "\(config.dataDir)/secret.key")
+        let lyceumExecutable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let ray = config.rayAddress.map { address in
+            var rayConfig = RayProvider.Configuration(address: address, token: config.rayToken, launcherExecutable: config.rayLauncherExecutable ?? lyceumExecutable)
+            rayConfig.clusterName = config.rayClusterName
+            rayConfig.stopGrace = config.stopGrace
+            return RayProvider(configuration: rayConfig, logger: logger)
+        }
+        let provider: any ReplicaProvider = ray.map { ProviderSet(local: LocalProcessProvider(), cluster: $0) } ?? LocalProcessProvider()
         let store: any DeploymentStore
         var cluster: ClusterWiring?
         if let url = config.storeURL {
@@ -74,14 +83,15 @@ public enum LyceumServer {
             store = shared
             cluster = ClusterWiring(
                 fleetStore: shared.fenced(by: fence), gatewayRoutes: RouteTable(),
-                front: StoreFleet(store: shared, dataDir: config.dataDir, stopWait: config.stopGrace + .seconds(15), logger: logger),
+                front: StoreFleet(
+                    store: shared, dataDir: config.dataDir, stopWait: config.stopGrace + .seconds(15), logger: logger, provider: provider),
                 state: state, mirror: RouteMirror(), fence: fence)
             logger.info("sharing PostgreSQL with other instances", metadata: ["instance": "\(instanceId)", "role": "\(config.role.rawValue)"])
         } else {
             store = try SQLiteStore(path: "\(config.dataDir)/lyceum.db")
         }
         let server = try await buildApplication(
-            configuration: config, store: store, provider: LocalProcessProvider(), probe: { HTTPHealthProbe(client: $0) }, sealer: sealer,
+            configuration: config, store: store, provider: provider, probe: { HTTPHealthProbe(client: $0) }, sealer: sealer,
             cluster: cluster, logger: logger)
         if let shared = store as? PostgresStore {
             let (authenticator, dataDir) = (server.authenticator, config.dataDir)
@@ -122,6 +132,7 @@ public enum LyceumServer {
             throw error
         }
         await (store as? PostgresStore)?.shutdown()
+        await ray?.shutdown()
         try await server.httpClient.shutdown()
         logger.info("server stopped")
     }
@@ -178,6 +189,8 @@ public enum LyceumServer {
         let router = Router(context: LyceumRequestContext.self)
         router.add(middleware: UnknownRouteMiddleware())
         router.get("health") { _, _ in Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "ok\n"))) }
+        let registrar = ((provider as? ProviderSet)?.cluster ?? provider) as? any ReplicaRegistrar
+        addReplicaRegistration(to: router, registrar: registrar)
         addClusterRoutes(to: router, state: cluster?.state, authenticator: authenticator)
         var policy = TenantPolicy()
         policy.createLimits = CreateLimits(maxReplicasPerDeployment: config.maxReplicasPerDeployment)
@@ -245,6 +258,7 @@ public enum LyceumServer {
                 let port = channel.localAddress?.port ?? config.port
                 let url = "http://\(config.host):\(port)"
                 cluster?.state.url.withLock { $0 = url }
+                (registrar as? RayProvider)?.setControlPlaneURL(config.advertiseURL ?? url)
                 try? Data((url + "\n").utf8).write(to: URL(fileURLWithPath: "\(dataDir)/server.url"))
                 print("lyceum server listening on \(url) (data in \(dataDir))")
                 fflush(nil)

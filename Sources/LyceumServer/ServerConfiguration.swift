@@ -68,6 +68,16 @@ public struct ServerConfiguration: Sendable {
     /// A leader that stops heartbeating (frozen, stalled) loses the fleet after this.
     public var leaderFreezeTimeout: Duration = .seconds(5)
 
+    /// A Ray cluster's Jobs API (`http://HEAD:8265`) for profiles with `"provider": "ray"`, and its token.
+    public var rayAddress: String?
+    public var rayToken: String?
+    /// Tags this platform's Ray jobs, so platforms sharing a cluster never touch each other's.
+    public var rayClusterName = "lyceum"
+    /// The `lyceum` binary on the Ray nodes (default: this server's own path, the same on every node).
+    public var rayLauncherExecutable: String?
+    /// The URL cluster nodes reach this server at (default: `http://HOST:PORT` it listens on).
+    public var advertiseURL: String?
+
     /// Whether `/metrics` asks for an admin key.
     public var metricsNeedKey: Bool {
         metricsAuth ?? !["127.0.0.1", "localhost", "::1"].contains(host)
@@ -131,6 +141,11 @@ public struct ServerConfiguration: Sendable {
         var instanceId: String?
         var secretKeyFile: String?
         var leaderFreezeTimeoutS: Double?
+        var rayAddress: String?
+        var rayToken: String?
+        var rayClusterName: String?
+        var rayLauncherExecutable: String?
+        var advertiseUrl: String?
     }
 
     /// Defaults, with GPU profiles' devices from `gpus`, then the config file (if any) on top.
@@ -204,7 +219,32 @@ public struct ServerConfiguration: Sendable {
         if let v = file.instanceId { config.instanceId = try ServerRole.instanceId(v) }
         if let v = file.secretKeyFile { config.secretKeyFile = v }
         if let v = file.leaderFreezeTimeoutS { config.leaderFreezeTimeout = try seconds(max(1, v), "leader_freeze_timeout_s") }
+        if let v = file.rayAddress { config.rayAddress = try httpURL(v, "ray_address") }
+        if let v = file.rayToken { config.rayToken = v }
+        if let v = file.rayClusterName {
+            guard (1...64).contains(v.count), v.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }) else {
+                throw ConfigurationError("ray_cluster_name must be 1 to 64 letters, digits, '-', '_' or '.'")
+            }
+            config.rayClusterName = v
+        }
+        if let v = file.rayLauncherExecutable { config.rayLauncherExecutable = v }
+        if let v = file.advertiseUrl { config.advertiseURL = try httpURL(v, "advertise_url") }
         return config
+    }
+
+    /// Checks what every profile needs from the rest of the configuration, once flags are applied.
+    public func validate() throws {
+        if rayAddress == nil, let profile = profiles.first(where: { $0.provider == .ray }) {
+            throw ConfigurationError("hardware profile \(profile.name) runs on Ray: set ray_address (or --ray-address http://HEAD:8265)")
+        }
+    }
+
+    /// An http(s) URL without a trailing slash, or a clear error at start.
+    public static func httpURL(_ v: String, _ key: String) throws -> String {
+        guard let url = URL(string: v), ["http", "https"].contains(url.scheme ?? ""), url.host != nil, v.count <= 2048 else {
+            throw ConfigurationError("\(key) must be an http(s) URL such as http://10.0.0.1:8265, not '\(v.prefix(80))'")
+        }
+        return v.hasSuffix("/") ? String(v.dropLast()) : v
     }
 
     /// A count from the config file, within its bounds, or a clear error at start.

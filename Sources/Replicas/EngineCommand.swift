@@ -10,6 +10,8 @@ public struct EngineCommand: Sendable, Equatable {
     public var healthPath: String
     /// The model name the engine answers to; the gateway rewrites `model` to it.
     public var servedModelName: String
+    /// Where it runs and what it needs there (a cluster provider asks the cluster for these).
+    public var requirements = ReplicaRequirements()
 
     public init(
         executable: String, arguments: [String], environment: [String: String], healthPath: String,
@@ -20,6 +22,33 @@ public struct EngineCommand: Sendable, Equatable {
         self.environment = environment
         self.healthPath = healthPath
         self.servedModelName = servedModelName
+    }
+}
+
+/// What a replica asks of the machine it lands on, from its hardware profile.
+public struct ReplicaRequirements: Sendable, Equatable {
+    public var placement: ReplicaPlacement = .local
+    /// Whole GPUs (Ray sets `CUDA_VISIBLE_DEVICES` for them).
+    public var gpus = 0
+    /// Custom resources, and the GPU type as Ray's `accelerator_type:NAME` resource.
+    public var resources: [String: Double] = [:]
+    /// The replica's run: its id and how many times it ran before, so a cluster job's id is the same when
+    /// two leaders launch the same run, and new for each restart.
+    public var runId = ""
+
+    public init() {}
+
+    /// A profile's needs: GPUs for vLLM (with its GPU type), the profile's custom resources for every engine.
+    public init(profile: HardwareProfile, runId: String) {
+        placement = profile.provider
+        self.runId = runId
+        resources = profile.resources
+        if profile.engine == .vllm {
+            gpus = max(1, profile.gpuCount)
+            if !profile.gpuType.isEmpty, resources.keys.allSatisfy({ !$0.hasPrefix("accelerator_type:") }) {
+                resources["accelerator_type:\(profile.gpuType.uppercased())"] = 0.001
+            }
+        }
     }
 }
 
@@ -36,11 +65,14 @@ public struct ReplicaLaunch: Sendable {
     public var modelFile: String?
     /// The Hub cache the model's files were downloaded into (given to vLLM as `HF_HUB_CACHE`, offline).
     public var modelCacheDir: String?
+    /// Runs of this replica before this one (restarts), for the run's id.
+    public var attempt = 0
 
     public init(
         replicaId: String, deploymentId: String, hfModelId: String, hfToken: String?, profile: HardwareProfile,
-        port: Int, devices: [String], modelFile: String? = nil, modelCacheDir: String? = nil
+        port: Int, devices: [String], modelFile: String? = nil, modelCacheDir: String? = nil, attempt: Int = 0
     ) {
+        self.attempt = attempt
         self.replicaId = replicaId
         self.deploymentId = deploymentId
         self.hfModelId = hfModelId
@@ -73,6 +105,12 @@ public struct EngineLauncher: Sendable {
     }
 
     public func command(for launch: ReplicaLaunch) throws(EngineUnavailable) -> EngineCommand {
+        var command = try engineCommand(for: launch)
+        command.requirements = ReplicaRequirements(profile: launch.profile, runId: "\(launch.replicaId)-\(launch.attempt)")
+        return command
+    }
+
+    func engineCommand(for launch: ReplicaLaunch) throws(EngineUnavailable) -> EngineCommand {
         var env = ["LYCEUM_REPLICA_ID": launch.replicaId]
         if let token = launch.hfToken {
             env["HF_TOKEN"] = token

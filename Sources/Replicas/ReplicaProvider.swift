@@ -58,6 +58,13 @@ public protocol ReplicaProvider: Sendable {
         _ command: EngineCommand, logPath: String, started: @escaping @Sendable (ReplicaStarted) async -> Void
     ) async throws -> ProcessExit
 
+    /// `run(_:logPath:started:)`, telling `waiting` why the run has not started yet where the provider queues
+    /// it (a cluster with no room for it), with the handle that stops it meanwhile. Default: never waits.
+    func run(
+        _ command: EngineCommand, logPath: String, waiting: @escaping @Sendable (ReplicaHandle, String) async -> Void,
+        started: @escaping @Sendable (ReplicaStarted) async -> Void
+    ) async throws -> ProcessExit
+
     /// Stops a run: asked to stop, then forced after `grace`. Returns once nothing of it is left.
     func stop(_ handle: ReplicaHandle, grace: Duration) async
 
@@ -73,10 +80,31 @@ public protocol ReplicaProvider: Sendable {
 
     /// The devices it hands out by name (a profile's `devices`), or nil where the cluster allots them.
     var devices: DevicePool? { get }
+
+    /// The devices it hands out to one profile's replicas. Default: `devices`.
+    func devices(for profile: HardwareProfile) -> DevicePool?
+
+    /// How many more of a profile's replicas fit now, where the provider (not a device pool) knows: a cluster's
+    /// free resources. Default: nil.
+    func freeCapacity(for profile: HardwareProfile) async -> Int?
 }
 
 extension ReplicaProvider {
     public var replicaHost: String { "127.0.0.1" }
+
+    /// Runs a replica as `run(_:logPath:started:)` does, telling `waiting` why it has not started yet where the
+    /// provider queues it (a cluster with no room): the replica shows `pending` with that reason meanwhile.
+    public func run(
+        _ command: EngineCommand, logPath: String, waiting: @escaping @Sendable (ReplicaHandle, String) async -> Void,
+        started: @escaping @Sendable (ReplicaStarted) async -> Void
+    ) async throws -> ProcessExit {
+        try await run(command, logPath: logPath, started: started)
+    }
+
+    /// The devices it hands out to a profile's replicas by name, or nil where the cluster allots them.
+    public func devices(for profile: HardwareProfile) -> DevicePool? { devices }
+
+    public func freeCapacity(for profile: HardwareProfile) async -> Int? { nil }
 }
 
 /// The devices a provider hands out by name (GPU indices on one machine): never one device to two

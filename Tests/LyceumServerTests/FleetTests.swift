@@ -39,9 +39,43 @@ final class InMemoryProvider: ReplicaProvider {
     /// When set, the engine listens on the port this gives for the one it was asked for (as a cluster node's launcher would choose).
     let placeOnPort: (@Sendable (Int) -> Int)?
 
-    init(behaviour: @escaping @Sendable (EngineCommand) -> Behaviour = { _ in .serve }, placeOnPort: (@Sendable (Int) -> Int)? = nil) {
+    /// When set and closed, runs wait in a queue (as a cluster with no room keeps a job pending) until it opens.
+    let queue: QueueGate?
+
+    final class QueueGate: Sendable {
+        struct State {
+            var open = false
+            /// Queued runs stopped before they started, by replica id.
+            var cancelled: Set<String> = []
+        }
+        let state = Mutex(State())
+        func withLock<T>(_ body: (inout State) -> T) -> T { state.withLock { body(&$0) } }
+    }
+
+    init(
+        behaviour: @escaping @Sendable (EngineCommand) -> Behaviour = { _ in .serve }, placeOnPort: (@Sendable (Int) -> Int)? = nil,
+        queued: Bool = false
+    ) {
         self.behaviour = behaviour
         self.placeOnPort = placeOnPort
+        queue = queued ? QueueGate() : nil
+    }
+
+    func run(
+        _ command: EngineCommand, logPath: String, waiting: @escaping @Sendable (ReplicaHandle, String) async -> Void,
+        started: @escaping @Sendable (ReplicaStarted) async -> Void
+    ) async throws -> ProcessExit {
+        let replicaId = URL(fileURLWithPath: logPath).deletingPathExtension().lastPathComponent
+        if let queue, !queue.withLock({ $0.open }) {
+            await waiting(ReplicaHandle("queued:\(replicaId)"), "waiting for cluster resources: the test's queue is closed")
+            while true {
+                let (open, cancelled) = queue.withLock { ($0.open, $0.cancelled.contains(replicaId)) }
+                if cancelled { return ProcessExit(code: nil, signal: 15) }
+                if open { break }
+                try await Task.sleep(for: .milliseconds(5))
+            }
+        }
+        return try await run(command, logPath: logPath, started: started)
     }
 
     func run(_ command: EngineCommand, logPath: String, started: @escaping @Sendable (ReplicaStarted) async -> Void) async throws -> ProcessExit {
@@ -67,6 +101,10 @@ final class InMemoryProvider: ReplicaProvider {
     }
 
     func stop(_ handle: ReplicaHandle, grace: Duration) async {
+        if handle.rawValue.hasPrefix("queued:") {
+            _ = queue?.withLock { $0.cancelled.insert(String(handle.rawValue.dropFirst(7))) }
+            return
+        }
         guard let pid = handle.processId else { return }
         let replicaId = state.withLock { s in s.running[pid]?.replicaId ?? s.survivors.removeValue(forKey: pid)?.replicaId }
         if let replicaId { state.withLock { $0.terminated.append(replicaId) } }

@@ -1,0 +1,78 @@
+import Foundation
+import InferenceCore
+import Replicas
+
+extension RayProvider {
+    /// How following a job ended.
+    enum FollowOutcome {
+        /// The job is over.
+        case ended(ProcessExit)
+        /// It was pinned to a node that had no room in time: submit it again, unpinned.
+        case unpin
+    }
+
+    /// The node a deployment's next replica should go to, so that losing one machine loses as few of its
+    /// replicas as possible: among the alive nodes that have what the profile asks for, the one with the
+    /// fewest of the deployment's replicas (running there, or pinned there and starting), then the fewest of
+    /// this platform's replicas. Nil when Ray cannot say, or one node has it all anyway.
+    func choosePin(deploymentId: String, requirements: ReplicaRequirements, reserveAs key: String) async -> String? {
+        guard let all = try? await listJobs(), let nodes = try? await jobs.nodes() else { return nil }
+        var needs = requirements.resources
+        if requirements.gpus > 0 { needs["GPU"] = Double(requirements.gpus) }
+        let suspects = suspectNodes.withLock { s in
+            s = s.filter { ContinuousClock.now - $0.value < .seconds(60) }
+            return Set(s.keys)
+        }
+        let capable = nodes.filter { node in
+            node.alive && !suspects.contains(node.nodeId) && needs.allSatisfy { node.resources[$0.key, default: 0] >= $0.value }
+        }
+        guard capable.count > 1 || !suspects.isEmpty, !capable.isEmpty else { return nil }
+        var mine: [String: Int] = [:]
+        var ours: [String: Int] = [:]
+        var placed: Set<String> = []
+        for job in all where !job.status.isTerminal {
+            guard let node = job.driverNodeId else { continue }
+            placed.insert(job.submissionId)
+            ours[node, default: 0] += 1
+            if job.metadata["lyceum_deployment_id"] == deploymentId { mine[node, default: 0] += 1 }
+        }
+        // Chosen and reserved under one lock: launches of one deployment at once each see the others' choices.
+        return pins.withLock { pins in
+            var mine = mine, ours = ours
+            for (id, pin) in pins where !placed.contains(id) {
+                ours[pin.node, default: 0] += 1
+                if pin.deployment == deploymentId { mine[pin.node, default: 0] += 1 }
+            }
+            let best = capable.min { a, b in
+                (mine[a.nodeId, default: 0], ours[a.nodeId, default: 0], a.nodeId) < (mine[b.nodeId, default: 0], ours[b.nodeId, default: 0], b.nodeId)
+            }?.nodeId
+            if let best { pins[key] = (deploymentId, best) }
+            return best
+        }
+    }
+
+    /// How many more of a profile's replicas fit on the cluster's alive nodes: per node, its resources less
+    /// what this platform's jobs there hold (other users of the cluster are not counted; Ray has the last word
+    /// when the job asks). Nil when Ray does not answer.
+    public func freeCapacity(for profile: HardwareProfile) async -> Int? {
+        let requirements = ReplicaRequirements(profile: profile, runId: "")
+        var needs = requirements.resources
+        if requirements.gpus > 0 { needs["GPU"] = Double(requirements.gpus) }
+        guard !needs.isEmpty, let all = try? await listJobs(), let nodes = try? await jobs.nodes() else { return nil }
+        var held: [String: [String: Double]] = [:]
+        for job in all where !job.status.isTerminal {
+            guard let node = job.driverNodeId else { continue }
+            for (k, v) in job.resources { held[node, default: [:]][k, default: 0] += v }
+        }
+        var free = 0
+        for node in nodes where node.alive {
+            var fits = Int.max
+            for (key, need) in needs {
+                let left: Double = (node.resources[key] ?? 0) - (held[node.nodeId]?[key] ?? 0)
+                fits = min(fits, Int((left / need + 1e-9).rounded(.down)))
+            }
+            free += max(0, fits)
+        }
+        return free
+    }
+}

@@ -1,0 +1,241 @@
+"""Replicas as jobs on a real Ray cluster: a head and two workers, each in its own network, PID and mount
+namespace on a private bridge (raycluster.py); `lyceum server` runs in a control-plane namespace on the same
+bridge and talks to the head's Jobs API over it; the test reaches the server through a forwarder. Simulator
+replicas ask for a custom `sim_gpu` resource. Scenarios share one cluster and run in file order."""
+import json
+import os
+import subprocess
+import threading
+import time
+
+import openai
+import pytest
+import requests
+
+from harness import API, LYCEUM_BIN, Server, engine_pids, wait_for
+from raycluster import RayCluster, missing_requirements
+
+MISSING = missing_requirements()
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"Ray namespace cluster: {MISSING}")
+
+PORT = 8080
+SECRET = "hf_ray_secret_4242"
+PROFILES = [
+    {"name": "sim.ray", "engine": "sim", "gpu_type": "h100", "gpu_count": 1, "price_per_hour": "1.00",
+     "provider": "ray", "resources": {"sim_gpu": 1}, "ready_timeout_s": 120, "catalogue": ["sim/ray-model"]},
+    {"name": "sim.raybig", "engine": "sim", "gpu_type": "b200", "gpu_count": 1, "price_per_hour": "4.00",
+     "provider": "ray", "resources": {"big_gpu": 1}, "ready_timeout_s": 120, "catalogue": ["sim/ray-model"]},
+]
+
+
+class RayServer(Server):
+    """`lyceum server` inside the cluster's control-plane namespace, reached through a forwarder."""
+
+    def __init__(self, data_dir, cluster, forwarder):
+        super().__init__(data_dir, config={
+            "hardware_profiles": PROFILES, "ray_address": cluster.head_url, "ray_cluster_name": f"lyceum-{cluster.prefix}",
+            "unhealthy_restart_after_s": 2, "health_timeout_s": 1, "stop_grace_s": 5,
+        })
+        self.cluster = cluster
+        self.forwarder = forwarder
+
+    def start(self):
+        os.makedirs(self.data_dir, exist_ok=True)
+        config_path = self.data_dir + "-config.json"
+        with open(config_path, "w") as f:
+            json.dump(self.config, f)
+        self.log = open(self.data_dir + "-server.log", "ab")
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.cluster.ns("cp"), LYCEUM_BIN, "server", "--host", self.cluster.cp_ip,
+             "--port", str(PORT), "--data-dir", self.data_dir, "--config", config_path],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{self.forwarder.port}"
+
+        def up():
+            assert self.proc.poll() is None, f"server exited: {self.log_text()}"
+            try:
+                return requests.get(self.url + "/health", timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
+        wait_for(up, timeout=30, interval=0.2, what="server start in the control-plane namespace")
+        self.key = open(os.path.join(self.data_dir, "admin.key")).read().strip()
+        return self
+
+    def log_text(self):
+        return open(self.data_dir + "-server.log", errors="replace").read()[-6000:]
+
+    def replicas(self, deployment_id):
+        return [r for r in self.get(deployment_id)["replicas"] if r["status"] != "stopped"]
+
+    def healthy_nodes(self, deployment_id):
+        return [r["node"] for r in self.replicas(deployment_id) if r["healthy"] and r["status"] == "running"]
+
+    def my_jobs(self):
+        return [j for j in self.cluster.jobs() if (j.get("metadata") or {}).get("lyceum_cluster") == f"lyceum-{self.cluster.prefix}"]
+
+
+@pytest.fixture(scope="module")
+def ray(tmp_path_factory):
+    with RayCluster(workers={"w1": {"sim_gpu": 3}, "w2": {"sim_gpu": 3}}) as cluster:
+        t0 = time.monotonic()
+        cluster.start()
+        print(f"\nRay cluster up in {time.monotonic() - t0:.1f} s")
+        forwarder = cluster.forward("cp", cluster.cp_ip, PORT)
+        server = RayServer(str(tmp_path_factory.mktemp("ray") / "data"), cluster, forwarder).start()
+        try:
+            yield server
+        finally:
+            server.terminate()
+            for job in server.my_jobs():
+                assert job["status"] in ("STOPPED", "SUCCEEDED", "FAILED"), f"a job outlived the server: {job['submission_id']} {job['status']}"
+
+
+def sim_engines(replica_ids):
+    """PIDs of simulator engines (not their launchers or Ray's processes) serving these replicas."""
+    found = set()
+    for pid in engine_pids(replica_ids):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"engine" in argv and b"sim" in argv and b"replica" not in argv:
+            found.add(pid)
+    return found
+
+
+def gpu_available(server, profile):
+    models = server.request("GET", f"{API}/inference/models").json()["models"]
+    return next(m["is_gpu_available"] for m in models if m["hardware_profile"] == profile)
+
+
+def node_name(server, address):
+    return next((n for n, node in server.cluster.nodes.items() if node.ip == address), address)
+
+
+def test_replicas_spread_over_workers_and_serve(ray):
+    t0 = time.monotonic()
+    deployment = ray.create(hardware_profile="sim.ray", min_replicas=3, max_replicas=3, hf_token=SECRET)
+    wait_for(lambda: len(ray.healthy_nodes(deployment)) == 3, timeout=90, interval=0.3, what="3 healthy replicas on Ray")
+    print(f"\n3 replicas healthy on Ray {time.monotonic() - t0:.1f} s after create")
+    nodes = {node_name(ray, n) for n in ray.healthy_nodes(deployment)}
+    assert nodes <= {"w1", "w2"} and len(nodes) == 2, f"replicas should be on both workers, are on {nodes}"
+    ray.wait_status(deployment, "running")
+    client = openai.OpenAI(base_url=ray.url + "/openai/v1", api_key=ray.key)
+    answer = client.chat.completions.create(model=deployment, messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+    assert answer.choices[0].message.content
+    # Every replica is one job of ours, running, with the replica id in its metadata and no secret in its environment.
+    jobs = [j for j in ray.my_jobs() if j["status"] == "RUNNING"]
+    ids = {r["replica_id"] for r in ray.replicas(deployment)}
+    assert {j["metadata"]["lyceum_replica_id"] for j in jobs} == ids
+    for job in jobs:
+        assert SECRET not in json.dumps(job), "Ray shows a job's description to anyone who can read its API"
+        assert SECRET not in json.dumps(ray.cluster.job(job["submission_id"]))
+    # The engines got it from the control plane, through their launcher's registration.
+    for pid in sim_engines(ids):
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            assert f"HF_TOKEN={SECRET}".encode() in f.read().split(b"\0")
+    assert len(sim_engines(ids)) == 3
+    # Its log comes from the node it ran on.
+    rid = next(iter(ids))
+    wait_for(lambda: "engine will listen on" in ray.request("GET", f"{API}/inference/replica/{rid}/logs").json()["error_logs"],
+             timeout=20, interval=0.5, what="the replica's log from its node")
+    ray.stop(deployment)
+
+
+def test_losing_a_worker_loses_no_request(ray):
+    deployment = ray.create(hardware_profile="sim.ray", min_replicas=3, max_replicas=3)
+    wait_for(lambda: len(ray.healthy_nodes(deployment)) == 3, timeout=90, interval=0.3, what="3 healthy replicas")
+    placed = [node_name(ray, n) for n in ray.healthy_nodes(deployment)]
+    victim = max(set(placed), key=placed.count)
+    survivor = "w2" if victim == "w1" else "w1"
+
+    results = {"ok": 0, "failed": []}
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def load():
+        session = requests.Session()
+        while not stop.is_set():
+            try:
+                r = session.post(ray.url + "/openai/v1/chat/completions", headers={"Authorization": f"Bearer {ray.key}"},
+                                 json={"model": deployment, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 8},
+                                 timeout=60)
+                with lock:
+                    if r.status_code == 200 and r.json()["choices"]:
+                        results["ok"] += 1
+                    else:
+                        results["failed"].append(f"{r.status_code}: {r.text[:200]}")
+            except requests.RequestException as e:
+                with lock:
+                    results["failed"].append(repr(e))
+            time.sleep(0.02)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(3)
+        killed_at = time.monotonic()
+        ray.cluster.kill_node(victim)
+        assert not ray.cluster.pids_in(victim), "nothing may be left in the killed node's namespace"
+        wait_for(lambda: len(ray.healthy_nodes(deployment)) == 3 and {node_name(ray, n) for n in ray.healthy_nodes(deployment)} == {survivor},
+                 timeout=120, interval=0.3, what=f"3 healthy replicas, all on {survivor}")
+        print(f"\nreplacements healthy {time.monotonic() - killed_at:.1f} s after {victim} was killed")
+        time.sleep(2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    print(f"requests during the node loss: {results['ok']} answered, {len(results['failed'])} failed")
+    assert results["ok"] > 50
+    assert results["failed"] == [], results["failed"][:5]
+    ray.stop(deployment)
+    wait_for(lambda: not [j for j in ray.my_jobs() if j["status"] in ("RUNNING", "PENDING")], timeout=60, interval=0.5,
+             what="every job stopped")
+
+
+def test_stop_stops_every_job_and_process(ray):
+    deployment = ray.create(hardware_profile="sim.ray", min_replicas=2, max_replicas=2)
+    wait_for(lambda: len(ray.healthy_nodes(deployment)) == 2, timeout=90, interval=0.3, what="2 healthy replicas")
+    ids = {r["replica_id"] for r in ray.replicas(deployment)}
+    assert engine_pids(ids), "the engines run (as processes of this machine, in the workers' namespaces)"
+    ray.stop(deployment)
+    mine = [j for j in ray.my_jobs() if j["metadata"].get("lyceum_replica_id") in ids]
+    assert mine and all(j["status"] == "STOPPED" for j in mine), [(j["submission_id"], j["status"]) for j in mine]
+    wait_for(lambda: not engine_pids(ids), timeout=10, what="no engine process left")
+
+
+def test_server_restart_readopts_running_replicas(ray):
+    deployment = ray.create(hardware_profile="sim.ray", min_replicas=2, max_replicas=2)
+    wait_for(lambda: len(ray.healthy_nodes(deployment)) == 2, timeout=90, interval=0.3, what="2 healthy replicas")
+    jobs_before = {j["submission_id"] for j in ray.my_jobs() if j["status"] == "RUNNING"}
+    pids_before = sim_engines({r["replica_id"] for r in ray.replicas(deployment)})
+    assert len(pids_before) == 2
+    ray.kill9()
+    ray.start()
+    wait_for(lambda: len(ray.healthy_nodes(deployment)) == 2, timeout=60, interval=0.3, what="2 healthy replicas after the restart")
+    assert {j["submission_id"] for j in ray.my_jobs() if j["status"] == "RUNNING"} == jobs_before, "no job was relaunched"
+    assert sim_engines({r["replica_id"] for r in ray.replicas(deployment)}) == pids_before, "the same engines serve"
+    assert sum(e["kind"] == "replica_adopted" for e in ray.events(deployment)) == 2
+    assert ray.chat(deployment).status_code == 200
+    ray.stop(deployment)
+
+
+def test_profile_no_node_has_waits_pending_until_a_node_joins(ray):
+    deployment = ray.create(hardware_profile="sim.raybig", min_replicas=1, max_replicas=1)
+    wait_for(lambda: any("no node of the Ray cluster" in (r["fail_reason"] or "") and r["status"] == "pending"
+                         for r in ray.replicas(deployment)), timeout=30, interval=0.3, what="pending with the reason")
+    assert ray.get(deployment)["status"] in ("provisioning", "pending", "created")
+    out = subprocess.run([LYCEUM_BIN, "infer", "status", deployment], capture_output=True, text=True,
+                         env=dict(os.environ, LYCEUM_BASE_URL=ray.url, LYCEUM_API_KEY=ray.key), timeout=30)
+    assert "pending" in out.stdout, out.stdout + out.stderr
+    # The catalogue answers from the cluster's free resources: no node has big_gpu; sim_gpu is free on w2.
+    assert gpu_available(ray, "sim.raybig") is False
+    assert gpu_available(ray, "sim.ray") is True
+    joined = time.monotonic()
+    ray.cluster.add_worker("w3", {"big_gpu": 1})
+    wait_for(lambda: ray.healthy_nodes(deployment) == [ray.cluster.ip("w3")], timeout=90, interval=0.3,
+             what="the replica running on the node that joined")
+    print(f"\nstarted {time.monotonic() - joined:.1f} s after a node with the resource joined")
+    ray.stop(deployment)
