@@ -14,6 +14,13 @@ if [ ! -x .venv/bin/pytest ] || ! .venv/bin/python -c "import openai, requests, 
   .venv/bin/pip install --quiet -r tests/e2e/requirements.txt
 fi
 
+# The Ray cluster test puts each node in namespaces of its own: `ip` (iproute2), `unshare`, `nsenter` and
+# `setpriv` (util-linux).
+if [ "$(id -u)" = 0 ] && ! command -v ip >/dev/null; then
+  echo "installing iproute2 (Debian packages)" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q iproute2 >/dev/null
+fi
+
 source scripts/postgres.sh
 
 swift build

@@ -31,7 +31,7 @@ public final class RayProvider: ReplicaProvider, ReplicaRegistrar {
         public var pendingReportAfter: Duration = .seconds(4)
         /// How long a job pinned to a node (to spread a deployment's replicas) waits for room there before it
         /// is placed anywhere.
-        public var spreadPatience: Duration = .seconds(3)
+        public var spreadPatience: Duration = .seconds(10)
 
         public init(address: String, token: String?, launcherExecutable: String) {
             self.address = address
@@ -66,7 +66,7 @@ public final class RayProvider: ReplicaProvider, ReplicaRegistrar {
     /// The node each job runs on, as last seen.
     let jobNodes = Mutex<[String: String]>([:])
     /// Jobs pinned to a node and not yet running there, by submission id: their deployment and node.
-    let pins = Mutex<[String: (deployment: String, node: String)]>([:])
+    let pins = Mutex<[String: Pin]>([:])
 
     let client: HTTPClient
 
@@ -214,7 +214,7 @@ public final class RayProvider: ReplicaProvider, ReplicaRegistrar {
             switch job.status {
             case .pending:
                 if let pinnedPatience, clock.now - submittedAt > pinnedPatience { return .unpin }
-                if clock.now - submittedAt > configuration.pendingReportAfter {
+                if pinnedPatience == nil, clock.now - submittedAt > configuration.pendingReportAfter {
                     let reason = await pendingReason(requirements)
                     if reason != reportedReason {
                         reportedReason = reason
@@ -260,6 +260,10 @@ public final class RayProvider: ReplicaProvider, ReplicaRegistrar {
             }
             try? await Task.sleep(for: .milliseconds(100))
         }
+        if !asked {
+            // Ray's Jobs API does not answer: ask again in the background until it does.
+            retryStop(id)
+        }
         logger.warning("a Ray job did not stop in time; counting it as ended", metadata: ["job": "\(id)"])
         if expected.withLock({ $0.values.contains { $0.submissionId == id } }) { abandoned.withLock { _ = $0.insert(id) } }
         if let node = jobNodes.withLock({ $0[id] }) { suspectNodes.withLock { $0[node] = .now } }
@@ -296,6 +300,17 @@ public final class RayProvider: ReplicaProvider, ReplicaRegistrar {
         let nodes = all.compactMap { job in job.driverNodeId.flatMap { job.status.isTerminal ? nil : (job.submissionId, $0) } }
         jobNodes.withLock { $0 = Dictionary(nodes, uniquingKeysWith: { a, _ in a }) }
         return all
+    }
+
+    /// Asks Ray to stop a job every 5 s for up to an hour, until Ray has the request (or no longer knows the job).
+    func retryStop(_ id: String) {
+        Task { [jobs, logger] in
+            for _ in 0..<720 {
+                try? await Task.sleep(for: .seconds(5))
+                if (try? await jobs.stop(id)) != nil { return }
+            }
+            logger.error("Ray never took the stop of a job; stop it by hand", metadata: ["job": "\(id)"])
+        }
     }
 
     func refreshSoon() {
