@@ -156,7 +156,7 @@ let package = Package(
         .target(
             name: "LyceumCLI",
             dependencies: [
-                "InferenceCore", "LyceumServer", "SimEngine", "Replicas",
+                "InferenceCore", "LyceumServer", "SimEngine", "Replicas", "ModelHub",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -12,9 +12,13 @@ extension Controller {
     /// reason writes nothing and publishes nothing.
     @discardableResult
     func launch(_ replica: ReplicaRecord, of deployment: DeploymentRecord, profile: HardwareProfile) async throws -> Bool {
-        // Model files first (before devices are taken: a download can take long).
+        // Model files first (before devices are taken: a download can take long). A cluster node fetches them
+        // itself, into its own Hub cache, once the cluster has placed the replica.
         let model = preparedModels[deployment.id]
-        if model == nil, let downloader, let (repo, format) = Self.hubFiles(modelId: deployment.hfModelId, engine: profile.engine) {
+        let files = Self.hubFiles(modelId: deployment.hfModelId, engine: profile.engine)
+        let nodePull = profile.provider == .ray
+            ? files.map { NodeModelPull(repo: $0.repo, format: $0.format.name, hubEndpoint: downloader?.hub.endpoint ?? HubClient.defaultEndpoint) } : nil
+        if model == nil, nodePull == nil, let downloader, let (repo, format) = files {
             try await startPull(replica, of: deployment, repo: repo, format: format, downloader: downloader)
             return true
         }
@@ -53,7 +57,7 @@ extension Controller {
                 for: ReplicaLaunch(
                     replicaId: replica.id, deploymentId: deployment.id, hfModelId: deployment.hfModelId,
                     hfToken: token, profile: profile, port: port, devices: devices, modelFile: model?.primaryFile,
-                    modelCacheDir: model?.cacheDir, attempt: replica.restartCount))
+                    modelCacheDir: model?.cacheDir, attempt: replica.restartCount, nodePull: nodePull))
         } catch {
             try await store.updateReplica(id: replica.id) {
                 $0.status = .failed

@@ -2,6 +2,8 @@ import ArgumentParser
 import AsyncHTTPClient
 import Foundation
 import InferenceCore
+import Logging
+import ModelHub
 import NIOCore
 import NIOFoundationCompat
 import Replicas
@@ -18,11 +20,16 @@ struct ReplicaCommand: AsyncParsableCommand {
         @Option(name: .customLong("control-plane"), help: "The control plane's URL, as this node reaches it.") var controlPlane: String
         @Option(name: .customLong("replica-id")) var replicaId: String
         @Option(name: .customLong("register-timeout"), help: "Seconds to keep trying to register.") var registerTimeout: Double = 60
+        @Option(help: "A Hub repository whose files this node fetches into its own Hub cache (HF_HUB_CACHE) before the engine starts.")
+        var pull: String?
+        @Option(name: .customLong("pull-format"), help: "checkpoint (vLLM), gguf or gguf:FILE (llama.cpp).") var pullFormat: String = "checkpoint"
+        @Option(name: .customLong("hub-endpoint"), help: "The Hub, or a mirror.") var hubEndpoint: String = HubClient.defaultEndpoint
         @Argument(parsing: .postTerminator, help: "The engine's command line, after --.") var command: [String] = []
 
         func validate() throws {
             guard !command.isEmpty else { throw ValidationError("give the engine's command line after --") }
             guard registerTimeout.isFinite, (1...3600).contains(registerTimeout) else { throw ValidationError("--register-timeout is 1 to 3600 seconds") }
+            guard ModelFormat(name: pullFormat) != nil else { throw ValidationError("--pull-format is checkpoint, gguf or gguf:FILE") }
         }
 
         func run() async throws {
@@ -38,13 +45,28 @@ struct ReplicaCommand: AsyncParsableCommand {
             let devices = environment["CUDA_VISIBLE_DEVICES"] ?? ""
             print("lyceum replica \(replicaId): engine will listen on \(host):\(port)\(devices.isEmpty ? "" : " with devices \(devices)")")
             let answer = try await register(ReplicaRegistration(host: host, port: port, pid: Int(getpid()), devices: devices), token: token)
-            let arguments = command.dropFirst().map {
-                $0.replacingOccurrences(of: "{host}", with: host).replacingOccurrences(of: "{port}", with: String(port))
+            var engineEnvironment = answer.environment
+            var fill = ["{host}": host, "{port}": String(port)]
+            if let pull, let format = ModelFormat(name: pullFormat) {
+                let cache = ModelDownloader.defaultCacheDir
+                print("lyceum replica \(replicaId): fetching \(pull) from \(hubEndpoint) into this node's Hub cache \(cache)")
+                fflush(nil)
+                let downloader = ModelDownloader(cacheDir: cache, hub: HubClient(endpoint: hubEndpoint), logger: Logger(label: "lyceum.replica"))
+                let model = try await downloader.prepare(repo: pull, format: format, token: answer.environment["HF_TOKEN"])
+                print("lyceum replica \(replicaId): model files ready in \(model.snapshot)")
+                fill["{model_file}"] = model.primaryFile ?? model.snapshot
+                fill["{model_cache}"] = model.cacheDir
+                if format == .checkpoint {
+                    // The files are in the cache: vLLM must not go to the network for them.
+                    engineEnvironment["HF_HUB_CACHE"] = model.cacheDir
+                    engineEnvironment["HF_HUB_OFFLINE"] = "1"
+                }
             }
+            let arguments = command.dropFirst().map { word in fill.reduce(word) { $0.replacingOccurrences(of: $1.key, with: $1.value) } }
             let stopWait = Double(environment["RAY_JOB_STOP_WAIT_TIME_S"] ?? "") ?? 10
             fflush(nil)
             let code = try await NodeLauncher.runEngine(
-                executable: command[0], arguments: Array(arguments), environment: answer.environment,
+                executable: command[0], arguments: Array(arguments), environment: engineEnvironment,
                 stopWait: .milliseconds(Int64(max(1, stopWait - 1) * 1000)))
             throw ExitCode(code)
         }

@@ -41,7 +41,7 @@ public struct DownloadProgress: Sendable, Equatable {
 /// files; a mismatch discards the file. Replicas asking for the same files at once share one download.
 public actor ModelDownloader {
     public let cacheDir: String
-    let hub: HubClient
+    public nonisolated let hub: HubClient
     let logger: Logger
     /// Attempts per file when the connection breaks; each resumes where the last one stopped.
     let attempts: Int

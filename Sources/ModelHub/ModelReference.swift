@@ -21,11 +21,32 @@ public enum ModelReference: Sendable, Equatable {
 }
 
 /// Which files of a repository an engine needs.
-public enum ModelFormat: Sendable {
+public enum ModelFormat: Sendable, Equatable {
     /// One GGUF file (llama.cpp): the one named, or a sensible default quantization.
     case gguf(file: String?)
     /// A Transformers checkpoint (vLLM): config, tokenizer and one weight format.
     case checkpoint
+
+    /// `checkpoint`, `gguf` or `gguf:FILE`: how a cluster node's launcher is told what to fetch.
+    public var name: String {
+        switch self {
+        case .checkpoint: "checkpoint"
+        case .gguf(let file?): "gguf:\(file)"
+        case .gguf(nil): "gguf"
+        }
+    }
+
+    public init?(name: String) {
+        if name == "checkpoint" {
+            self = .checkpoint
+        } else if name == "gguf" {
+            self = .gguf(file: nil)
+        } else if name.hasPrefix("gguf:"), name.count > 5 {
+            self = .gguf(file: String(name.dropFirst(5)))
+        } else {
+            return nil
+        }
+    }
 }
 
 /// The quantizations tried, in order, when a GGUF repository is named without a file: the usual

@@ -183,7 +183,8 @@ public struct RayJobsClient: Sendable {
         let bytes = try await response.body.collect(upTo: 32 << 20)
         let data = Data(buffer: bytes)
         guard (200..<300).contains(Int(response.status.code)) else {
-            let text = String(decoding: data.prefix(600), as: UTF8.self)
+            // Ray's errors are Python tracebacks: the message is at the end.
+            let text = String(decoding: data.suffix(1500), as: UTF8.self)
             throw Failure(status: Int(response.status.code), description: "Ray answered \(method) \(path) with \(response.status.code): \(text)")
         }
         do {

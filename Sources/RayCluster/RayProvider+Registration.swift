@@ -73,7 +73,11 @@ extension RayProvider {
         for (flag, placeholder) in [("--host", "{host}"), ("--port", "{port}")] {
             if let i = arguments.firstIndex(of: flag), i + 1 < arguments.count { arguments[i + 1] = placeholder }
         }
-        let words = [launcher, "replica", "run", "--control-plane", controlPlane, "--replica-id", replicaId, "--", command.executable] + arguments
+        var words = [launcher, "replica", "run", "--control-plane", controlPlane, "--replica-id", replicaId]
+        if let pull = command.nodePull {
+            words += ["--pull", pull.repo, "--pull-format", pull.format, "--hub-endpoint", pull.hubEndpoint]
+        }
+        words += ["--", command.executable] + arguments
         return words.map(shellQuoted).joined(separator: " ")
     }
 

@@ -61,6 +61,8 @@ public final class RayProvider: ReplicaProvider, ReplicaRegistrar {
     /// Jobs asked to stop that Ray did not report stopped in time (their node is lost, most likely): their runs
     /// count as ended, so the replica is replaced now rather than once Ray declares the node dead.
     let abandoned = Mutex<Set<String>>([])
+    /// Jobs this provider stopped or gave up: never taken over again under the same submission id.
+    let retired = Mutex<Set<String>>([])
     /// Nodes that ran a job whose stop Ray did not confirm, and when: no replica is pinned there for a minute.
     let suspectNodes = Mutex<[String: ContinuousClock.Instant]>([:])
     /// The node each job runs on, as last seen.
@@ -164,13 +166,16 @@ public final class RayProvider: ReplicaProvider, ReplicaRegistrar {
         while true {
             do {
                 if try await jobs.submit(submission) { return }
-                if let existing = try await jobs.job(submission.submissionId), !existing.status.isTerminal { return }
+                // Submitted before: by this run before a retry, or by another leader (take it over), unless this
+                // provider already gave that job up (its node lost) or it is over.
+                let id = submission.submissionId
+                if let existing = try await jobs.job(id), !existing.status.isTerminal, !retired.withLock({ $0.contains(id) }) { return }
                 submission.submissionId += "-" + Self.randomToken().prefix(6)
             } catch {
                 if Task.isCancelled { throw CancellationError() }
+                logger.warning("a Ray job submission failed; trying again in 2 s", metadata: ["replica.id": "\(replicaId)", "error": "\(error)"])
                 if !reported {
                     reported = true
-                    logger.warning("Ray's Jobs API does not answer; launches wait", metadata: ["error": "\(error)"])
                     await waiting(ReplicaHandle("ray:\(submission.submissionId)"), "waiting for the Ray cluster: its Jobs API does not answer (\(error))")
                 }
                 try await Task.sleep(for: .seconds(2))
@@ -247,6 +252,7 @@ public final class RayProvider: ReplicaProvider, ReplicaRegistrar {
 
     public func stop(_ handle: ReplicaHandle, grace: Duration) async {
         guard let id = Self.submissionId(handle) else { return }
+        retired.withLock { _ = $0.insert(id) }
         let clock = ContinuousClock()
         let deadline = clock.now + grace + .seconds(2)
         var asked = false

@@ -12,6 +12,9 @@ public struct EngineCommand: Sendable, Equatable {
     public var servedModelName: String
     /// Where it runs and what it needs there (a cluster provider asks the cluster for these).
     public var requirements = ReplicaRequirements()
+    /// Model files its node fetches before the engine starts (a cluster node's own Hub cache); the command
+    /// names them `{model_file}` (one GGUF file) and `{model_cache}` (the cache folder).
+    public var nodePull: NodeModelPull?
 
     public init(
         executable: String, arguments: [String], environment: [String: String], healthPath: String,
@@ -22,6 +25,21 @@ public struct EngineCommand: Sendable, Equatable {
         self.environment = environment
         self.healthPath = healthPath
         self.servedModelName = servedModelName
+    }
+}
+
+/// Model files a cluster node fetches for its replica, with the same resumable, verified download as the
+/// server's.
+public struct NodeModelPull: Sendable, Equatable {
+    public var repo: String
+    /// `checkpoint`, `gguf` or `gguf:FILE`.
+    public var format: String
+    public var hubEndpoint: String
+
+    public init(repo: String, format: String, hubEndpoint: String) {
+        self.repo = repo
+        self.format = format
+        self.hubEndpoint = hubEndpoint
     }
 }
 
@@ -67,11 +85,15 @@ public struct ReplicaLaunch: Sendable {
     public var modelCacheDir: String?
     /// Runs of this replica before this one (restarts), for the run's id.
     public var attempt = 0
+    /// The model's files are fetched where it runs (a cluster node), after the command is made.
+    public var nodePull: NodeModelPull?
 
     public init(
         replicaId: String, deploymentId: String, hfModelId: String, hfToken: String?, profile: HardwareProfile,
-        port: Int, devices: [String], modelFile: String? = nil, modelCacheDir: String? = nil, attempt: Int = 0
+        port: Int, devices: [String], modelFile: String? = nil, modelCacheDir: String? = nil, attempt: Int = 0,
+        nodePull: NodeModelPull? = nil
     ) {
+        self.nodePull = nodePull
         self.attempt = attempt
         self.replicaId = replicaId
         self.deploymentId = deploymentId
@@ -107,6 +129,7 @@ public struct EngineLauncher: Sendable {
     public func command(for launch: ReplicaLaunch) throws(EngineUnavailable) -> EngineCommand {
         var command = try engineCommand(for: launch)
         command.requirements = ReplicaRequirements(profile: launch.profile, runId: "\(launch.replicaId)-\(launch.attempt)")
+        command.nodePull = launch.nodePull
         return command
     }
 
@@ -143,8 +166,8 @@ public struct EngineLauncher: Sendable {
                 environment: env, healthPath: "/health", servedModelName: launch.deploymentId
             )
         case .llamacpp:
-            let model = launch.modelFile ?? (launch.hfModelId.hasPrefix("file://") ? String(launch.hfModelId.dropFirst(7)) : launch.hfModelId)
-            guard model.hasSuffix(".gguf"), FileManager.default.fileExists(atPath: model) else {
+            let model = launch.nodePull != nil ? "{model_file}" : launch.modelFile ?? (launch.hfModelId.hasPrefix("file://") ? String(launch.hfModelId.dropFirst(7)) : launch.hfModelId)
+            guard launch.nodePull != nil || (model.hasSuffix(".gguf") && FileManager.default.fileExists(atPath: model)) else {
                 throw EngineUnavailable(
                     "the cpu profile (llama.cpp) serves GGUF files: '\(launch.hfModelId)' is not a .gguf file on this machine; name a GGUF repository on the Hub (org/repo or org/repo:file.gguf) or a local .gguf path"
                 )

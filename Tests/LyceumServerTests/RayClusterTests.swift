@@ -1,6 +1,7 @@
 import Foundation
 import InferenceCore
 import Logging
+import ModelHub
 @testable import LyceumServer
 @testable import RayCluster
 import Replicas
@@ -86,5 +87,22 @@ struct RayClusterTests {
         let data = pipe.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         return String(decoding: data, as: UTF8.self).split(separator: "\0", omittingEmptySubsequences: false).dropLast().map(String.init)
+    }
+}
+
+@Suite("Model files fetched on a cluster node")
+struct NodePullTests {
+    @Test("the launcher is told what to fetch: the repository, the format's name and the Hub; formats round-trip by name")
+    func pullFlags() throws {
+        var command = EngineCommand(
+            executable: "/usr/bin/llama-server", arguments: ["-m", "{model_file}", "--host", "127.0.0.1", "--port", "9"], environment: [:],
+            healthPath: "/health", servedModelName: "d")
+        command.nodePull = NodeModelPull(repo: "acme/tiny-GGUF", format: "gguf:tiny-Q4_K_M.gguf", hubEndpoint: "http://10.0.0.1:9000")
+        let line = RayProvider.entrypoint(launcher: "/usr/bin/lyceum", controlPlane: "http://10.0.0.1:8080", replicaId: "r", command: command)
+        #expect(line.contains("--pull acme/tiny-GGUF --pull-format gguf:tiny-Q4_K_M.gguf --hub-endpoint http://10.0.0.1:9000 -- /usr/bin/llama-server -m '{model_file}'"))
+        for format in [ModelFormat.checkpoint, .gguf(file: nil), .gguf(file: "a:b.gguf")] {
+            #expect(ModelFormat(name: format.name) == format)
+        }
+        #expect(ModelFormat(name: "gguf:") == nil && ModelFormat(name: "weights") == nil)
     }
 }

@@ -37,7 +37,7 @@ class Repo:
 
 
 class HubStandIn:
-    def __init__(self, repos):
+    def __init__(self, repos, host="127.0.0.1"):
         self.repos = dict(repos)
         self.cut_after = {}
         self.throttle = None
@@ -58,9 +58,9 @@ class HubStandIn:
             def do_HEAD(self):
                 standin.handle(self, head=True)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer((host, 0), Handler)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.url = f"http://{host}:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self):

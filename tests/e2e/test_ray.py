@@ -5,6 +5,7 @@ replicas ask for a custom `sim_gpu` resource. Scenarios share one cluster and ru
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 
@@ -13,7 +14,8 @@ import pytest
 import requests
 
 from harness import API, LYCEUM_BIN, Server, engine_pids, wait_for
-from raycluster import RayCluster, missing_requirements
+from hub_standin import HubStandIn, Repo
+from raycluster import RayCluster, missing_requirements, run_in_netns
 
 MISSING = missing_requirements()
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"Ray namespace cluster: {MISSING}")
@@ -25,17 +27,22 @@ PROFILES = [
      "provider": "ray", "resources": {"sim_gpu": 1}, "ready_timeout_s": 120, "catalogue": ["sim/ray-model"]},
     {"name": "sim.raybig", "engine": "sim", "gpu_type": "b200", "gpu_count": 1, "price_per_hour": "4.00",
      "provider": "ray", "resources": {"big_gpu": 1}, "ready_timeout_s": 120, "catalogue": ["sim/ray-model"]},
+    {"name": "cpu.ray", "engine": "llama.cpp", "gpu_type": "cpu", "gpu_count": 0, "price_per_hour": "0.10",
+     "provider": "ray", "resources": {"sim_gpu": 1}, "ready_timeout_s": 120},
 ]
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 
 
 class RayServer(Server):
     """`lyceum server` inside the cluster's control-plane namespace, reached through a forwarder."""
 
-    def __init__(self, data_dir, cluster, forwarder):
+    def __init__(self, data_dir, cluster, forwarder, hub):
         super().__init__(data_dir, config={
             "hardware_profiles": PROFILES, "ray_address": cluster.head_url, "ray_cluster_name": f"lyceum-{cluster.prefix}",
             "unhealthy_restart_after_s": 2, "health_timeout_s": 1, "stop_grace_s": 5,
+            "hf_endpoint": hub.url, "model_cache_dir": data_dir + "-server-hub-cache",
         })
+        self.hub = hub
         self.cluster = cluster
         self.forwarder = forwarder
 
@@ -76,12 +83,22 @@ class RayServer(Server):
 
 @pytest.fixture(scope="module")
 def ray(tmp_path_factory):
-    with RayCluster(workers={"w1": {"sim_gpu": 3}, "w2": {"sim_gpu": 3}}) as cluster:
+    work = tmp_path_factory.mktemp("ray")
+    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_tiny_gguf.py"), "--seed", "7", str(work / "tiny.gguf")], check=True)
+    prefix = "lt" + os.urandom(2).hex()
+    # Each node's Hub cache is on its own tmpfs (the temp dir every node mounts privately at this path).
+    with RayCluster(prefix=prefix, workers={"w1": {"sim_gpu": 3}, "w2": {"sim_gpu": 3}},
+                    env={"HF_HUB_CACHE": f"/tmp/ray-{prefix}/hub"}) as cluster:
         t0 = time.monotonic()
         cluster.start()
         print(f"\nRay cluster up in {time.monotonic() - t0:.1f} s")
         forwarder = cluster.forward("cp", cluster.cp_ip, PORT)
-        server = RayServer(str(tmp_path_factory.mktemp("ray") / "data"), cluster, forwarder).start()
+        # A local server standing in for the Hub (the real one cannot be reached here), on the bridge, so that
+        # the nodes fetch from it.
+        hub = run_in_netns(cluster.ns("cp"), lambda: HubStandIn(
+            {"acme/tiny-GGUF": Repo({"tiny-Q4_K_M.gguf": (work / "tiny.gguf").read_bytes()})}, host=cluster.cp_ip))
+        hub.__enter__()
+        server = RayServer(str(work / "data"), cluster, forwarder, hub).start()
         try:
             yield server
         finally:
@@ -90,6 +107,7 @@ def ray(tmp_path_factory):
                 jobs = server.my_jobs()
             except requests.RequestException:
                 jobs = []  # the last test takes the head down
+            hub.__exit__(None, None, None)
             for job in jobs:
                 assert job["status"] in ("STOPPED", "SUCCEEDED", "FAILED"), f"a job outlived the server: {job['submission_id']} {job['status']}"
 
@@ -242,6 +260,27 @@ def test_profile_no_node_has_waits_pending_until_a_node_joins(ray):
     wait_for(lambda: ray.healthy_nodes(deployment) == [ray.cluster.ip("w3")], timeout=90, interval=0.3,
              what="the replica running on the node that joined")
     print(f"\nstarted {time.monotonic() - joined:.1f} s after a node with the resource joined")
+    ray.stop(deployment)
+
+
+def test_each_node_fetches_the_model_into_its_own_hub_cache(ray):
+    """llama.cpp replicas of a Hub model (from a local stand-in for the Hub): each node that runs one
+    downloads the file into its own cache, once; the server downloads nothing."""
+    # A worker was lost earlier in this module: a fresh one joins, so that two can take a replica each.
+    ray.cluster.add_worker("w4", {"sim_gpu": 3})
+    deployment = ray.create(hardware_profile="cpu.ray", hf_model_id="acme/tiny-GGUF", min_replicas=2, max_replicas=2)
+    wait_for(lambda: len(ray.healthy_nodes(deployment)) == 2, timeout=180, interval=0.5, what="2 llama.cpp replicas on Ray")
+    nodes = {node_name(ray, n) for n in ray.healthy_nodes(deployment)}
+    assert len(nodes) == 2, f"spread over both workers, not {nodes}"
+    client = openai.OpenAI(base_url=ray.url + "/openai/v1", api_key=ray.key)
+    answer = client.chat.completions.create(model=deployment, messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+    assert answer.choices[0].message.content is not None
+    assert len(ray.hub.file_requests("tiny-Q4_K_M.gguf")) == 2, "one download per node"
+    assert not os.path.exists(os.path.join(ray.data_dir + "-server-hub-cache", "models--acme--tiny-GGUF")), "the server fetched nothing"
+    cache = f"/tmp/ray-{ray.cluster.prefix}/hub/models--acme--tiny-GGUF/refs/main"
+    for name in nodes:
+        assert ray.cluster.exec_in(name, ["test", "-s", cache], node_namespaces=True).wait(timeout=10) == 0, f"{name} has the files"
+    assert not os.path.exists(cache), "each node's cache is its own, not this machine's"
     ray.stop(deployment)
 
 
