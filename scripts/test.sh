@@ -14,11 +14,12 @@ if [ ! -x .venv/bin/pytest ] || ! .venv/bin/python -c "import openai, requests, 
   .venv/bin/pip install --quiet -r tests/e2e/requirements.txt
 fi
 
-# The Ray cluster test puts each node in namespaces of its own: `ip` (iproute2), `unshare`, `nsenter` and
-# `setpriv` (util-linux).
-if [ "$(id -u)" = 0 ] && ! command -v ip >/dev/null; then
-  echo "installing iproute2 (Debian packages)" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q iproute2 >/dev/null
+# The Ray cluster tests put each node in namespaces of its own: `ip` (iproute2), `unshare`, `nsenter` and
+# `setpriv` (util-linux); the head-restart test keeps the head's state in Redis (GCS fault tolerance).
+if [ "$(id -u)" = 0 ] && { ! command -v ip >/dev/null || ! command -v redis-server >/dev/null; }; then
+  echo "installing iproute2 and redis-server (Debian packages)" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q iproute2 redis-server >/dev/null 2>&1 ||
+    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q iproute2 redis-server >/dev/null; }
 fi
 
 source scripts/postgres.sh

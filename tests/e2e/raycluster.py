@@ -551,8 +551,25 @@ class RayCluster:
 
     # Ray nodes
 
-    def _start_node(self, name, ip, head, resources, num_cpus):
-        node = self._make_netns(name, ip)
+    def restart_head(self, timeout=60):
+        """Starts the head again, in its namespace, after kill_node("head") (with GCS fault tolerance, given
+        as head_env RAY_REDIS_ADDRESS, the cluster picks up where it was). Returns when the Jobs API answers."""
+        node = self.nodes["head"]
+        assert node.killed, "kill_node('head') first"
+        self._start_node("head", node.ip, True, {}, self.head_cpus, reuse=True)
+        def jobs_api():
+            try:
+                return self.api("GET", "/api/jobs/", timeout=5).status_code == 200
+            except requests.RequestException:
+                return False
+        self._wait(jobs_api, timeout, "the restarted head's Jobs API", node="head")
+
+    def _start_node(self, name, ip, head, resources, num_cpus, reuse=False):
+        if reuse:
+            node = self.nodes[name]
+            node.killed, node.init_pid = False, None
+        else:
+            node = self._make_netns(name, ip)
         node.role, node.resources, node.num_cpus = ("head" if head else "worker"), dict(resources), num_cpus
         argv = [self.ray, "start", "--block", "--node-ip-address", ip, "--temp-dir", self.temp_dir,
                 "--disable-usage-stats", "--num-cpus", str(num_cpus), "--num-gpus", "0",
