@@ -209,7 +209,7 @@ public struct ControlPlaneRoutes: Sendable {
         else {
             throw ControlPlaneError(.notFound, "Replica \(replicaId) not found")
         }
-        var text = logTail(path: fleet.logPath(replicaId: replicaId), maxLines: 200)
+        var text = await fleet.replicaLogs(replicaId: replicaId, handle: replica.handle, maxLines: 200)
         if let sealed = deployment.hfTokenSealed, let token = try? sealer.open(sealed), !token.isEmpty {
             text = text.replacingOccurrences(of: token, with: "[hf_token redacted]")
         }

@@ -26,6 +26,10 @@ extension Controller: FleetControl {
 
     public nonisolated func logPath(replicaId: String) -> String { configuration.logPath(replicaId: replicaId) }
 
+    public nonisolated func replicaLogs(replicaId: String, handle: String?, maxLines: Int) async -> String {
+        await provider.replicaLogs(handle: handle, logPath: logPath(replicaId: replicaId), maxLines: maxLines)
+    }
+
     /// A deployment another instance stopped or paused through the store while replicas still run for it:
     /// stop them here, where they are supervised.
     func takeDownLeftovers(_ deployment: DeploymentRecord) async {

@@ -122,6 +122,11 @@ struct StoreFleet: FleetCommands, FleetControl {
     /// Logs live where the replica ran: this instance's data directory (the same machine's, for local replicas).
     func logPath(replicaId: String) -> String { "\(dataDir)/replicas/\(replicaId).log" }
 
+    func replicaLogs(replicaId: String, handle: String?, maxLines: Int) async -> String {
+        guard let provider else { return logTail(path: logPath(replicaId: replicaId), maxLines: maxLines) }
+        return await provider.replicaLogs(handle: handle, logPath: logPath(replicaId: replicaId), maxLines: maxLines)
+    }
+
     private func send(_ payload: String) {
         let store = store
         let logger = logger

@@ -98,6 +98,13 @@ extension RayProvider {
         return host.count <= 64 && (inet_pton(AF_INET, host, &v4) == 1 || inet_pton(AF_INET6, host, &v6) == 1)
     }
 
+    /// The job's output, read from Ray (from the node it ran on), by any instance.
+    public func logs(_ handle: ReplicaHandle, maxLines: Int) async -> String? {
+        guard let id = Self.submissionId(handle), let text = try? await jobs.logs(id) else { return nil }
+        let tail = text.utf8.count > 256 * 1024 ? String(decoding: Array(text.utf8.suffix(256 * 1024)), as: UTF8.self) : text
+        return lastLines(tail.trimmingCharacters(in: .whitespacesAndNewlines), maxLines: maxLines)
+    }
+
     /// Writes the last part of the job's output to the replica's log file, where the logs endpoint and crash
     /// reasons read it.
     func mirrorLogs(_ id: String, to path: String, extra: String? = nil) async {

@@ -148,7 +148,12 @@ public func logTail(path: String, maxLines: Int = 50, maxBytes: Int = 64 * 1024)
     try? handle.seek(toOffset: start)
     let data = (try? handle.readToEnd()) ?? Data()
     let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-    return text.split(separator: "\n", omittingEmptySubsequences: false).suffix(maxLines).map(redactingFileBytes).joined(separator: "\n")
+    return lastLines(text, maxLines: maxLines)
+}
+
+/// The last `maxLines` lines of an engine's output, safe to show (see `redactingFileBytes`).
+public func lastLines(_ text: String, maxLines: Int) -> String {
+    text.split(separator: "\n", omittingEmptySubsequences: false).suffix(maxLines).map(redactingFileBytes).joined(separator: "\n")
 }
 
 /// One log line, safe to show: a line quoting a model file's magic bytes is replaced, control characters become '?'.

@@ -46,6 +46,10 @@ public struct ProviderSet: ReplicaProvider {
         return localRuns.merging(await clusterRuns) { mine, _ in mine }
     }
 
+    public func logs(_ handle: ReplicaHandle, maxLines: Int) async -> String? {
+        await provider(for: handle).logs(handle, maxLines: maxLines)
+    }
+
     public var replicaHost: String { local.replicaHost }
 
     public var devices: DevicePool? { local.devices }

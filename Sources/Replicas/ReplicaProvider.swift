@@ -87,6 +87,10 @@ public protocol ReplicaProvider: Sendable {
     /// How many more of a profile's replicas fit now, where the provider (not a device pool) knows: a cluster's
     /// free resources. Default: nil.
     func freeCapacity(for profile: HardwareProfile) async -> Int?
+
+    /// A run's last `maxLines` lines of output, where the provider serves them by handle (a cluster job's); nil
+    /// where they are in the replica's log file. Default: nil.
+    func logs(_ handle: ReplicaHandle, maxLines: Int) async -> String?
 }
 
 extension ReplicaProvider {
@@ -105,6 +109,14 @@ extension ReplicaProvider {
     public func devices(for profile: HardwareProfile) -> DevicePool? { devices }
 
     public func freeCapacity(for profile: HardwareProfile) async -> Int? { nil }
+
+    public func logs(_ handle: ReplicaHandle, maxLines: Int) async -> String? { nil }
+
+    /// A replica's last lines: its provider's by handle, else its log file's.
+    public func replicaLogs(handle: String?, logPath: String, maxLines: Int) async -> String {
+        if let handle, let text = await logs(ReplicaHandle(handle), maxLines: maxLines) { return text }
+        return logTail(path: logPath, maxLines: maxLines)
+    }
 }
 
 /// The devices a provider hands out by name (GPU indices on one machine): never one device to two

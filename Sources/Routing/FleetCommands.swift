@@ -21,4 +21,7 @@ public protocol FleetControl: Sendable {
     func freeDeviceCount(profile: HardwareProfile) async -> Int
     /// Where this instance keeps a replica's log, if it ran the replica.
     func logPath(replicaId: String) -> String
+    /// A replica's last log lines: from its provider by handle where the provider serves them (a cluster job's
+    /// output, read from the cluster by any instance), else this instance's log file.
+    func replicaLogs(replicaId: String, handle: String?, maxLines: Int) async -> String
 }
