@@ -58,6 +58,9 @@ public final class RayProvider: ReplicaProvider, ReplicaRegistrar {
     /// The last status seen of each job, and when: what `isAlive` answers from.
     let seen = Mutex<[String: (status: RayJobsClient.Job.Status, at: ContinuousClock.Instant)]>([:])
     let refreshing = Atomic<Bool>(false)
+    let lastListing = Mutex<(at: ContinuousClock.Instant, jobs: [RayJobsClient.Job])?>(nil)
+    /// Jobs to look at again for `isAlive`.
+    let stale = Mutex<Set<String>>([])
     /// Jobs asked to stop that Ray did not report stopped in time (their node is lost, most likely): their runs
     /// count as ended, so the replica is replaced now rather than once Ray declares the node dead.
     let abandoned = Mutex<Set<String>>([])
@@ -280,7 +283,7 @@ public final class RayProvider: ReplicaProvider, ReplicaRegistrar {
     public func isAlive(_ handle: ReplicaHandle, replicaId: String) -> Bool {
         guard let id = Self.submissionId(handle) else { return false }
         let last = seen.withLock { $0[id] }
-        if last == nil || ContinuousClock.now - last!.at > .seconds(2) { refreshSoon() }
+        if last == nil || ContinuousClock.now - last!.at > .seconds(2) { refreshSoon(id) }
         return !(last?.status.isTerminal ?? false)
     }
 
@@ -298,9 +301,13 @@ public final class RayProvider: ReplicaProvider, ReplicaRegistrar {
         }
     }
 
+    /// This platform's jobs, listed at most once a second (the catalogue and every launch ask; Ray answers
+    /// with the cluster's whole job history).
     func listJobs() async throws -> [RayJobsClient.Job] {
+        if let last = lastListing.withLock({ $0 }), ContinuousClock.now - last.at < .seconds(1) { return last.jobs }
         let all = try await jobs.jobs().filter { $0.metadata["lyceum_cluster"] == configuration.clusterName }
         let now = ContinuousClock.now
+        lastListing.withLock { $0 = (now, all) }
         // The listing is the whole truth: jobs it no longer has are forgotten.
         seen.withLock { s in s = Dictionary(all.map { ($0.submissionId, ($0.status, now)) }, uniquingKeysWith: { a, _ in a }) }
         let nodes = all.compactMap { job in job.driverNodeId.flatMap { job.status.isTerminal ? nil : (job.submissionId, $0) } }
@@ -319,11 +326,21 @@ public final class RayProvider: ReplicaProvider, ReplicaRegistrar {
         }
     }
 
-    func refreshSoon() {
+    /// Looks again, in the background, at the jobs `isAlive` was asked about and has not seen lately: one
+    /// request per job (runs this provider follows are kept fresh by their own loops), never the cluster's
+    /// whole job history.
+    func refreshSoon(_ id: String) {
+        stale.withLock { _ = $0.insert(id) }
         guard refreshing.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged else { return }
         Task {
             defer { refreshing.store(false, ordering: .relaxed) }
-            _ = try? await listJobs()
+            let ids = stale.withLock { s in defer { s.removeAll() }; return s }
+            for id in ids {
+                guard let job = try? await jobs.job(id) else { continue }
+                note(id, job.status)
+            }
+            // Forget what nobody asked about for ten minutes.
+            seen.withLock { s in s = s.filter { ContinuousClock.now - $0.value.at < .seconds(600) } }
         }
     }
 

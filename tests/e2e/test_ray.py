@@ -164,6 +164,13 @@ def test_server_restart_readopts_running_replicas(ray):
     assert sim_engines({r["replica_id"] for r in ray.replicas(deployment)}) == pids_before, "the same engines serve"
     assert sum(e["kind"] == "replica_adopted" for e in ray.events(deployment)) == 2
     assert ray.chat(deployment).status_code == 200
+    # An adopted replica whose job ends behind the server's back (stopped through Ray's own API) is seen gone
+    # and replaced by a new job.
+    gone = sorted(jobs_before)[0]
+    ray.cluster.stop_job(gone)
+    wait_for(lambda: len(ray.healthy_nodes(deployment)) == 2
+             and len({j["submission_id"] for j in ray.my_jobs() if j["status"] == "RUNNING"} - jobs_before) == 1,
+             timeout=60, interval=0.3, what="the adopted replica whose job was stopped replaced by a new job")
     ray.stop(deployment)
 
 
