@@ -214,7 +214,7 @@ extension Controller {
 
     /// Devices in use, for the catalogue's availability answer.
     public func freeDeviceCount(profile: HardwareProfile) async -> Int {
-        if let replicas = await provider.freeCapacity(for: profile) { return replicas * max(1, profile.gpuCount) }
+        if let devices = await provider.freeDevices(for: profile) { return devices }
         // Where the cluster allots devices, the cluster says whether it has room when the replica asks.
         guard let pool = provider.devices(for: profile) else { return profile.gpuCount }
         return pool.free(of: profile.devices).count

@@ -80,8 +80,8 @@ struct StoreFleet: FleetCommands, FleetControl {
     let dataDir: String
     let stopWait: Duration
     let logger: Logger
-    /// Where a cluster allots devices, it says what is free.
-    var provider: (any ReplicaProvider)?
+    /// Where a cluster allots devices it says what is free, and it serves its runs' logs.
+    let provider: any ReplicaProvider
 
     func resumeDeployment(id: String) async throws {
         guard try await Controller.markResumed(id, in: store) != nil else { return }
@@ -109,7 +109,7 @@ struct StoreFleet: FleetCommands, FleetControl {
     }
 
     func freeDeviceCount(profile: HardwareProfile) async -> Int {
-        if let replicas = await provider?.freeCapacity(for: profile) { return replicas * max(1, profile.gpuCount) }
+        if let devices = await provider.freeDevices(for: profile) { return devices }
         do {
             let taken = Set(try await store.liveReplicas().flatMap(\.deviceList))
             return profile.devices.filter { !taken.contains($0) }.count
@@ -123,8 +123,7 @@ struct StoreFleet: FleetCommands, FleetControl {
     func logPath(replicaId: String) -> String { "\(dataDir)/replicas/\(replicaId).log" }
 
     func replicaLogs(replicaId: String, handle: String?, maxLines: Int) async -> String {
-        guard let provider else { return logTail(path: logPath(replicaId: replicaId), maxLines: maxLines) }
-        return await provider.replicaLogs(handle: handle, logPath: logPath(replicaId: replicaId), maxLines: maxLines)
+        await provider.replicaLogs(handle: handle, logPath: logPath(replicaId: replicaId), maxLines: maxLines)
     }
 
     private func send(_ payload: String) {

@@ -61,9 +61,9 @@ public enum LyceumServer {
         defer { lock.release() }
 
         let sealer = try SecretSealer(keyFile: config.secretKeyFile ?? "\(config.dataDir)/secret.key")
-        let lyceumExecutable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         let ray = config.rayAddress.map { address in
-            var rayConfig = RayProvider.Configuration(address: address, token: config.rayToken, launcherExecutable: config.rayLauncherExecutable ?? lyceumExecutable)
+            var rayConfig = RayProvider.Configuration(
+                address: address, token: config.rayToken, launcherExecutable: config.rayLauncherExecutable ?? ownExecutable)
             rayConfig.clusterName = config.rayClusterName
             rayConfig.stopGrace = config.stopGrace
             return RayProvider(configuration: rayConfig, logger: logger)
@@ -137,6 +137,11 @@ public enum LyceumServer {
         logger.info("server stopped")
     }
 
+    /// This `lyceum` binary's path: it serves the simulator and, on cluster nodes, the replica launcher.
+    static var ownExecutable: String {
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    }
+
     /// The host name and a random suffix: unique among instances, readable in logs and `/metrics`.
     static func defaultInstanceId() -> String {
         let host = ProcessInfo.processInfo.hostName.prefix { $0 != "." }.filter { $0.isLetter || $0.isNumber || $0 == "-" }
@@ -156,7 +161,6 @@ public enum LyceumServer {
         configuration config: ServerConfiguration, store: any DeploymentStore, provider: any ReplicaProvider,
         probe makeProbe: (HTTPClient) -> any HealthProbing, sealer: SecretSealer, cluster: ClusterWiring?, logger: Logger
     ) async throws -> BuiltServer {
-        let fm = FileManager.default
         let authenticator = Authenticator(store: store)
         var clientConfig = HTTPClient.Configuration()
         clientConfig.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 1024)
@@ -173,14 +177,13 @@ public enum LyceumServer {
         controllerConfig.stopGrace = config.stopGrace
         controllerConfig.maxReplicasPerDeployment = config.maxReplicasPerDeployment
         controllerConfig.orgQuota = config.orgQuota
-        let lyceumExecutable = (try? fm.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         let hub = HubClient(endpoint: config.hfEndpoint)
         // With a shared store the fleet writes through the fenced view, and its routes go to the store.
         let fleetStore: any DeploymentStore = cluster?.fleetStore ?? store
         let controller = Controller(
             store: fleetStore, provider: provider,
             launcher: EngineLauncher(
-                lyceumExecutable: lyceumExecutable, vllmExecutable: config.vllmExecutable,
+                lyceumExecutable: ownExecutable, vllmExecutable: config.vllmExecutable,
                 llamaServerExecutable: config.llamaServerExecutable),
             probe: makeProbe(httpClient), sealer: sealer,
             downloader: ModelDownloader(cacheDir: config.modelCacheDir, hub: hub, logger: logger),

@@ -48,8 +48,7 @@ extension RayProvider {
 
     /// Why a job still waits: no node has what it asks for at all, or every node that has it is busy.
     func pendingReason(_ requirements: ReplicaRequirements) async -> String {
-        var needs = requirements.resources
-        if requirements.gpus > 0 { needs["GPU"] = Double(requirements.gpus) }
+        let needs = requirements.clusterResources
         let wanted = needs.sorted { $0.key < $1.key }.map { "\($0.key): \(Self.amount($0.value))" }.joined(separator: ", ")
         guard let nodes = try? await jobs.nodes() else {
             return "waiting for cluster resources: needs {\(wanted)}; the Ray cluster does not say what it has"
@@ -100,16 +99,20 @@ extension RayProvider {
 
     /// The job's output, read from Ray (from the node it ran on), by any instance.
     public func logs(_ handle: ReplicaHandle, maxLines: Int) async -> String? {
-        guard let id = Self.submissionId(handle), let text = try? await jobs.logs(id) else { return nil }
-        let tail = text.utf8.count > 256 * 1024 ? String(decoding: Array(text.utf8.suffix(256 * 1024)), as: UTF8.self) : text
-        return lastLines(tail.trimmingCharacters(in: .whitespacesAndNewlines), maxLines: maxLines)
+        guard let id = Self.submissionId(handle), let text = await output(id) else { return nil }
+        return lastLines(text.trimmingCharacters(in: .whitespacesAndNewlines), maxLines: maxLines)
+    }
+
+    /// The last 256 KiB of a job's output, or nil when Ray does not answer.
+    func output(_ id: String) async -> String? {
+        guard let text = try? await jobs.logs(id) else { return nil }
+        return text.utf8.count > 256 * 1024 ? String(decoding: Array(text.utf8.suffix(256 * 1024)), as: UTF8.self) : text
     }
 
     /// Writes the last part of the job's output to the replica's log file, where the logs endpoint and crash
     /// reasons read it.
     func mirrorLogs(_ id: String, to path: String, extra: String? = nil) async {
-        var text = (try? await jobs.logs(id)) ?? ""
-        if text.utf8.count > 256 * 1024 { text = String(decoding: Array(text.utf8.suffix(256 * 1024)), as: UTF8.self) }
+        var text = await output(id) ?? ""
         if let extra { text += (text.hasSuffix("\n") || text.isEmpty ? "" : "\n") + extra + "\n" }
         guard !text.isEmpty else { return }
         try? Data(text.utf8).write(to: URL(fileURLWithPath: path), options: .atomic)

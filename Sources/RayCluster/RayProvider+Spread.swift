@@ -25,8 +25,7 @@ extension RayProvider {
     /// one could take it (Ray then places or queues it as it likes).
     func choosePin(deploymentId: String, requirements: ReplicaRequirements, reserveAs key: String) async -> String? {
         guard let all = try? await listJobs(), let nodes = try? await jobs.nodes() else { return nil }
-        var needs = requirements.resources
-        if requirements.gpus > 0 { needs["GPU"] = Double(requirements.gpus) }
+        let needs = requirements.clusterResources
         let suspects = suspectNodes.withLock { s in
             s = s.filter { ContinuousClock.now - $0.value < .seconds(60) }
             return Set(s.keys)
@@ -67,9 +66,7 @@ extension RayProvider {
     /// what this platform's jobs there hold (other users of the cluster are not counted; Ray has the last word
     /// when the job asks). Nil when Ray does not answer.
     public func freeCapacity(for profile: HardwareProfile) async -> Int? {
-        let requirements = ReplicaRequirements(profile: profile, runId: "")
-        var needs = requirements.resources
-        if requirements.gpus > 0 { needs["GPU"] = Double(requirements.gpus) }
+        let needs = ReplicaRequirements(profile: profile, runId: "").clusterResources
         guard !needs.isEmpty, let all = try? await listJobs(), let nodes = try? await jobs.nodes() else { return nil }
         var held: [String: [String: Double]] = [:]
         for job in all where !job.status.isTerminal {

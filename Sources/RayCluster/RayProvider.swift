@@ -197,8 +197,8 @@ public final class RayProvider: ReplicaProvider, ReplicaRegistrar {
         let submittedAt = clock.now
         var runningSince: ContinuousClock.Instant?
         var reportedReason: String?
+        var reasonAt: ContinuousClock.Instant?
         var isStarted = false
-        var lastLogs = clock.now
         while true {
             if Task.isCancelled { return .ended(ProcessExit(code: nil, signal: 15)) }
             if abandoned.withLock({ $0.remove(id) }) != nil {
@@ -222,7 +222,11 @@ public final class RayProvider: ReplicaProvider, ReplicaRegistrar {
             switch job.status {
             case .pending:
                 if let pinnedPatience, clock.now - submittedAt > pinnedPatience { return .unpin }
-                if pinnedPatience == nil, clock.now - submittedAt > configuration.pendingReportAfter {
+                // Why it waits, asked of the cluster's nodes every 5 s at most: a job may wait for hours.
+                if pinnedPatience == nil, clock.now - submittedAt > configuration.pendingReportAfter,
+                    reasonAt.map({ clock.now - $0 > .seconds(5) }) ?? true
+                {
+                    reasonAt = clock.now
                     let reason = await pendingReason(requirements)
                     if reason != reportedReason {
                         reportedReason = reason
@@ -240,16 +244,14 @@ public final class RayProvider: ReplicaProvider, ReplicaRegistrar {
                     await mirrorLogs(id, to: logPath, extra: "the replica's launcher did not register within \(configuration.registerTimeout)")
                     return .ended(ProcessExit(code: 1, signal: nil))
                 }
-                if clock.now - lastLogs > .seconds(5) {
-                    lastLogs = clock.now
-                    await mirrorLogs(id, to: logPath)
-                }
             case .stopped, .succeeded, .failed:
                 await mirrorLogs(id, to: logPath, extra: job.status == .failed ? "Ray: \(job.message)" : nil)
                 if job.status == .stopped { return .ended(ProcessExit(code: nil, signal: 15)) }
                 return .ended(ProcessExit(code: Int32(clamping: job.driverExitCode ?? (job.status == .succeeded ? 0 : 1)), signal: nil))
             }
-            try? await Task.sleep(for: isStarted ? .seconds(1) : .milliseconds(200))
+            // Quick while it may start any moment; once a second when serving or queued for long.
+            let settled = isStarted || clock.now - submittedAt > configuration.pendingReportAfter && runningSince == nil
+            try? await Task.sleep(for: settled ? .seconds(1) : .milliseconds(200))
         }
     }
 

@@ -56,6 +56,13 @@ public struct ReplicaRequirements: Sendable, Equatable {
 
     public init() {}
 
+    /// Everything as Ray's resource names: the custom resources, and the GPUs as `GPU`.
+    public var clusterResources: [String: Double] {
+        var all = resources
+        if gpus > 0 { all["GPU"] = Double(gpus) }
+        return all
+    }
+
     /// A profile's needs: GPUs for vLLM (with its GPU type), the profile's custom resources for every engine.
     public init(profile: HardwareProfile, runId: String) {
         placement = profile.provider

@@ -112,6 +112,11 @@ extension ReplicaProvider {
 
     public func logs(_ handle: ReplicaHandle, maxLines: Int) async -> String? { nil }
 
+    /// `freeCapacity` in devices (a replica holds `gpu_count` of them), for the catalogue's availability answer.
+    public func freeDevices(for profile: HardwareProfile) async -> Int? {
+        await freeCapacity(for: profile).map { $0 * max(1, profile.gpuCount) }
+    }
+
     /// A replica's last lines: its provider's by handle, else its log file's.
     public func replicaLogs(handle: String?, logPath: String, maxLines: Int) async -> String {
         if let handle, let text = await logs(ReplicaHandle(handle), maxLines: maxLines) { return text }
