@@ -71,7 +71,8 @@ def simulate(policy):
             ready = sum(1 for r in live if r["ready_at"] <= now)
             # Requests assigned to a ready replica but not started yet: what its engine reports as waiting.
             queued = sum(sum(1 for s in r["starts"][-64:] if s > now) for r in live if r["ready_at"] <= now)
-            want = policy.decide(now, arrivals, len(live), ready, done, queued)
+            running = sum(sum(1 for f in r["free"] if f > now) for r in live if r["ready_at"] <= now)
+            want = policy.decide(now, arrivals, len(live), ready, done, queued, running)
             if want != len(live):
                 actions += now >= LEAD
                 up = want > len(live)
@@ -115,9 +116,9 @@ class Fixed:
 class Ours:
     """The shipped policy (InferenceCore/ScalingPolicy.swift): arrivals over 10 s held within a 10% band; a
     2 s burst window leading on a doubling (and while the burst lasts); one more when the recent (10 s) p95
-    is over target while the engines queue, or the engines' queue grows past one per ready replica, but only once no replica is
+    is over target while the engines queue, or the engines' queue grows to a full batch (as many as they run), but only once no replica is
     starting (and, for latency, 15 s after the last scale-up's replicas serve); never down while engines
-    queue, nor below what the rate per replica at which pressure last asked for one supports; at most doubling per
+    queue, nor below what the rate per replica at which pressure last asked for one (once settled) supports; at most doubling per
     decision; scale-down to the highest recommendation of the stabilisation window."""
 
     def __init__(self, target_rps, lo, hi, window=30, tolerance=0.1, settle=15):
@@ -126,7 +127,7 @@ class Ours:
         self.history, self.last_burst, self.last_up, self.last_queued, self.arrived = [], -1e9, None, 0, 0.0
         self.queued_at = None
 
-    def decide(self, now, arrivals, current, ready, done, queued):
+    def decide(self, now, arrivals, current, ready, done, queued, running):
         def rate(seconds):
             lo = math.floor(now) - seconds
             return sum(1 for a in arrivals[-8000:] if lo <= a < math.floor(now)) / seconds
@@ -144,16 +145,19 @@ class Ours:
             want = burst
             self.last_burst = now
         recent = p95([lat for d, lat in done[-4000:] if now - 10 <= d <= now])
-        growing = queued > self.last_queued and ready > 0 and queued >= ready
+        # The queue leads only once a full batch waits (at least as many as the engines run): a shorter one drains
+        # within one service time.
+        growing = queued > self.last_queued and ready > 0 and queued >= max(ready, running)
         self.last_queued = queued
         # Latency waits for a scale-up's replicas to serve for `settle` seconds; a growing queue does not.
         settled = self.arrived is not None and now - max(self.arrived, self.last_up or -1e9) >= self.settle
         # Latency acts only while the engines queue (otherwise the slow answers waited before).
-        if current + 1 > want and starting == 0 and (growing or (r > 0 and recent > TARGET and settled and queued > 0)):
+        if current + 1 > want and starting == 0 and (growing or (r > 0 and recent > TARGET and settled and queued >= max(ready, running))):
             want = current + 1
-            if ready == current:
+            if ready == current and (self.last_up is None or settled):
                 self.queued_at = (now, max(r, rate(2)) / ready)
-        # Never down below what the rate per replica at which pressure last asked for a replica supports (10 minutes).
+        # Never down below what the rate per replica at which pressure last asked for a replica supports (10 minutes);
+        # learned only once the last scale-up has settled, not from the backlog the capacity before it left.
         if self.queued_at and want < current and now - self.queued_at[0] < 600:
             want = max(want, min(current, math.ceil(r / (self.queued_at[1] * (1 - self.tolerance)))))
         if want < current and queued > 0:
@@ -184,6 +188,46 @@ class Clairvoyant:
         return min(need, self.hi)
 
 
+class Reactive:
+    """Knows the past exactly, nothing of the future: the best any causal policy that reacts to arrivals can
+    do. At each second it counts the arrivals of the last `window` seconds without error, runs the replicas
+    they need at `per_replica_rps` plus `headroom` spare ones, and keeps the highest count of the last `hold`
+    seconds; the replicas it asks for serve one cold start later."""
+
+    def __init__(self, per_replica_rps, window, hold, headroom, lo, hi):
+        self.initial, self.rate, self.window, self.hold, self.headroom, self.lo, self.hi = lo, per_replica_rps, window, hold, headroom, lo, hi
+        self.history = []
+        self.times = [a for a, _ in reqs]
+
+    def decide(self, now, *_):
+        n = bisect.bisect_left(self.times, now) - bisect.bisect_left(self.times, now - self.window)
+        need = math.ceil(n / self.window / self.rate) + self.headroom
+        self.history = [(t, w) for t, w in self.history if now - t <= self.hold] + [(now, need)]
+        return max(self.lo, min(self.hi, max(w for _, w in self.history)))
+
+
+RATES, WINDOWS, HOLDS, HEADROOMS = range(9, 37, 3), (1, 2, 5), (5, 15, 30, 60, 120), range(0, 5)
+
+
+def reactive_frontier(lo, hi):
+    """The reactive family swept (rate per replica, window, hold, headroom), reduced to its frontier: each row
+    the cheapest policy reaching more than every cheaper one."""
+    rows = []
+    for rate in RATES:
+        for window in WINDOWS:
+            for hold in HOLDS:
+                for headroom in HEADROOMS:
+                    att, rs, acts, flaps = simulate(Reactive(rate, window, hold, headroom, lo, hi))
+                    rows.append((rs, -att, f"{rate} req/s per replica over {window} s, +{headroom}, held {hold} s", acts, flaps, att))
+    rows.sort()
+    front, best = [], -1.0
+    for rs, _, label, acts, flaps, att in rows:
+        if att > best + 0.0005:
+            best = att
+            front.append((label, att, rs, acts, flaps))
+    return front
+
+
 targets = [float(t) for t in args.targets.split()]
 name = os.path.basename(args.trace)
 print(f"## What any autoscaler could reach on that slice (model): `scripts/autoscale_frontier.py` ({name})\n")
@@ -191,7 +235,12 @@ print(f"A discrete-event model of the benchmark above: the same {MEASURED} measu
 print(f"simulator's service times ({args.itl_ms:g} ms per output token), {args.slots} sequences per replica, {args.cold_start:g} s cold start,")
 print(f"least-outstanding routing, decisions every second, target {args.target_ms:g} ms. A model, not a measurement: compare its")
 print("fixed and autoscaler rows with the measured table above. The clairvoyant rows know every arrival in advance and run")
-print("exactly the replicas the next seconds need, started one cold start ahead.\n")
+print("exactly the replicas the next seconds need, started one cold start ahead. The reactive rows are the frontier of")
+print("a family of causal policies that measure the past without error (no policy that only reacts can measure it better):")
+settings = len(RATES) * len(WINDOWS) * len(HOLDS) * len(HEADROOMS)
+print("the arrivals of the last 1, 2 or 5 s at 9 to 36 req/s per replica, plus 0 to 4 spare replicas, the highest count")
+print(f"held 5 to 120 s, min 1 and max 16: {settings} settings, each row the cheapest that reaches more than every cheaper one")
+print("(from 85% on).\n")
 print("| provisioning (model) | within target | replica-seconds | actions | flaps |")
 print("|---|---|---|---|---|")
 policies = [(f"fixed at {n}", Fixed(n)) for n in range(1, args.peak + 1)]
@@ -201,6 +250,22 @@ for t in targets:
 for rate in sorted({round(t * k) for t in targets for k in (1, 1.5, 2)}, reverse=True):
     for look in (0, 2):
         policies.append((f"clairvoyant: {rate} req/s per replica, {look} s ahead", Clairvoyant(rate, look, 16)))
+peak_rs = None
 for label, policy in policies:
     att, rs, acts, flaps = simulate(policy)
+    if label == f"fixed at {args.peak}":
+        peak_rs = rs
     print(f"| {label} | {100 * att:.2f}% | {rs:.0f} | {acts} | {flaps} |")
+front = reactive_frontier(1, 16)
+for label, att, rs, acts, flaps in [row for row in front if row[1] >= 0.85][:12]:
+    print(f"| reactive: {label} | {100 * att:.2f}% | {rs:.0f} | {acts} | {flaps} |")
+print()
+fixed_rows = [(n, *simulate(Fixed(n))[:2]) for n in range(1, args.peak + 1)]
+for goal in (0.95, 0.99):
+    cheapest = next(((label, att, rs) for label, att, rs, *_ in front if att >= goal), None)
+    fixed = next(((n, att, rs) for n, att, rs in fixed_rows if att >= goal), None)
+    line = f"- Reaching {100 * goal:.0f}%: "
+    line += (f"the cheapest reactive policy needs {cheapest[2]:.0f} replica-seconds ({100 * cheapest[2] / peak_rs:.0f}% of fixed at {args.peak}'s)"
+             if cheapest else "no reactive policy of the sweep")
+    line += (f"; the smallest fixed count is {fixed[0]}, {fixed[2]:.0f} replica-seconds ({100 * fixed[2] / peak_rs:.0f}%)." if fixed else "; no fixed count up to the peak's.")
+    print(line)

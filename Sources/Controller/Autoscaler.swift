@@ -138,6 +138,7 @@ public actor Autoscaler: Service {
             let load = await fleet.engineLoad(deploymentId: deployment.id)
             if let load {
                 input.queued = load.waiting
+                input.running = load.running
                 input.kvCacheUsage = load.kvCacheUsage
                 input.queueGrowing = load.waiting > (lastQueued[deployment.id] ?? 0)
             }
@@ -146,7 +147,10 @@ public actor Autoscaler: Service {
                 input.pressureAtRpsPerReplica = learned.rpsPerReplica
             }
             let recommendation = recommendReplicas(input)
-            if recommendation.byPressure, starting == 0, ready > 0 {
+            // Learned once the last scale-up has settled: pressure while the backlog of the capacity before it
+            // drains says nothing of what a replica holds (a deployment starting below its traffic would
+            // otherwise keep the count it climbed to for ten minutes).
+            if recommendation.byPressure, starting == 0, ready > 0, (input.sinceLastScaleUp ?? .infinity) >= input.settleSeconds {
                 pressureAt[deployment.id] = (instant, max(t.requestsPerSecond, t.burstRequestsPerSecond) / Double(ready))
             }
             if recommendation.burst { lastBurst[deployment.id] = instant }

@@ -75,7 +75,8 @@ extension Controller {
         runtimes[replica.id] = Runtime(
             deploymentId: deployment.id, handle: nil, address: ReplicaAddress(host: provider.replicaHost, port: port), devices: devices,
             healthPath: command.healthPath,
-            servedModelName: command.servedModelName, startedAt: now, adopted: false, orgId: deployment.orgId, profileName: profile.name)
+            servedModelName: command.servedModelName, startedAt: now, adopted: false, orgId: deployment.orgId, profileName: profile.name,
+            health: ReplicaHealth(startedAt: now))
         let deviceList = devices.joined(separator: ",")
         try await store.updateReplica(id: replica.id) {
             $0.status = .initingDockerContainer

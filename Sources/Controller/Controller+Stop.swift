@@ -175,8 +175,9 @@ extension Controller {
                     deploymentId: deployment.id, handle: handle, address: ReplicaAddress(host: replica.host ?? provider.replicaHost, port: port),
                     devices: devices, healthPath: "/health",
                     servedModelName: deployment.id, startedAt: replica.startedAt ?? clock.now(), adopted: true,
-                    healthy: replica.healthy, orgId: deployment.orgId, profileName: deployment.hardwareProfile,
-                    answerVerified: replica.healthy)
+                    orgId: deployment.orgId, profileName: deployment.hardwareProfile,
+                    health: ReplicaHealth(
+                        adoptedAt: replica.startedAt ?? clock.now(), healthy: replica.healthy, hasServed: replica.status == .running))
                 await persist("addEvent", { try await store.addEvent(deploymentId: deployment.id, kind: "replica_adopted", message: "replica \(replica.id) (\(handle)) re-adopted after a server restart") })
                 logger.info("re-adopted replica", metadata: ["replica.id": "\(replica.id)", "replica.handle": "\(handle)"])
             } else {

@@ -52,6 +52,7 @@ extension Controller {
             // It waited for room on the cluster: its run (billing, the ready timeout) begins now.
             runtime.waitingReason = nil
             runtime.startedAt = clock.now()
+            _ = runtime.health.handle(.runStarted(at: runtime.startedAt), limits: healthLimits(runtime))
             runtimes[replicaId] = runtime
             await persist("updateReplica", { try await store.updateReplica(id: replicaId) { [startedAt = runtime.startedAt] r in
                 r.status = .initingDockerContainer
@@ -128,11 +129,19 @@ extension Controller {
 
     // MARK: Health
 
-    /// One health pass over `/health`. A replica is ready for traffic when `/health` answers and a real tiny
-    /// request was not answered wrongly; the real-request probes run beside the pass (a slow engine never
-    /// holds it up) and report back through `answerProbed`.
+    /// One health pass over `/health`. Each replica's `ReplicaHealth` machine judges the results and the
+    /// controller carries out what it says: real-request probes and kills run beside the pass (a slow engine
+    /// or a slow cluster never holds it up) and report back as events.
     func checkHealth() async {
-        let suspects = self.suspects.withLock { $0 }
+        // The gateway's suspicions, handed to the machines of the replicas they name.
+        let suspicions = suspects.withLock { pending -> [String: String] in
+            let taken = pending
+            pending = [:]
+            return taken
+        }
+        for (id, reason) in suspicions where runtimes[id] != nil {
+            await feed(id, .suspected(reason: reason))
+        }
         let snapshot = runtimes.filter { $0.value.handle != nil && !$0.value.stopping }
         // A ready replica's engine load is read beside its health, for the autoscaler.
         let results = await withTaskGroup(of: (String, Bool, EngineLoad?).self) { group in
@@ -150,83 +159,76 @@ extension Controller {
         let now = clock.now()
         var touched: Set<String> = []
         for (id, healthResult, load) in results {
-            guard var runtime = runtimes[id], !runtime.stopping, let handle = runtime.handle else { continue }
+            guard let runtime = runtimes[id], !runtime.stopping, let handle = runtime.handle else { continue }
             let alive = provider.isAlive(handle, replicaId: id)
             if runtime.adopted && !alive {
                 await processEnded(id, description: "is gone")
                 continue
             }
-            if healthResult, !answerProbes.contains(id), !runtime.answerVerified || suspects[id] != nil {
-                answerProbes.insert(id)
-                jobsContinuation.yield(.answerProbe(replicaId: id, address: runtime.address, servedModelName: runtime.servedModelName))
-            }
-            // Out of routing until a real request is answered right (a second wrong answer for a replica that was serving).
-            let healthy = healthResult && runtime.answerVerified && runtime.wrongAnswers < 2
-            let becameHealthy = healthy && !runtime.healthy
-            runtime.healthy = healthy
-            runtime.load = healthy ? load : nil
-            runtime.unhealthySince = healthy ? nil : (runtime.unhealthySince ?? now)
-            runtimes[id] = runtime
-            guard let record = await persist("updateReplica", { try await store.updateReplica(id: id, { r in
-                r.healthy = healthy
-                r.lastHealthCheck = now
-                if alive { r.lastSeenAlive = now }
-                if healthy {
-                    r.status = .running
-                    r.consecutiveFailures = 0
-                    r.failReason = nil
-                }
-            }) }) else { continue }
-            if becameHealthy {
-                touched.insert(runtime.deploymentId)
-                await persist("addEvent", { try await store.addEvent(
-                    deploymentId: runtime.deploymentId, kind: "replica_healthy",
-                    message: "replica \(id) is healthy after \(String(format: "%.1f", now.timeIntervalSince(runtime.startedAt))) s") })
-            } else if !healthy {
-                touched.insert(runtime.deploymentId)
-                await killIfStuck(id, record: record, now: now)
-            }
+            if await feed(id, .checked(healthy: healthResult, at: now), alive: alive) { touched.insert(runtime.deploymentId) }
+            let serving = runtimes[id]?.healthy == true
+            runtimes[id]?.load = serving ? load : nil
         }
         for deploymentId in touched {
             await persist("refreshStatus", { try await refreshStatus(deploymentId: deploymentId) })
         }
     }
 
+    /// The limits a replica's health is judged against: its profile's ready timeout and the fleet's settings.
+    func healthLimits(_ runtime: Runtime) -> ReplicaHealth.Limits {
+        ReplicaHealth.Limits(
+            readyTimeout: Double(configuration.profile(named: runtime.profileName)?.readyTimeoutS ?? 600),
+            unhealthyRestartAfter: configuration.unhealthyRestartAfter.seconds, maxWrongAnswers: configuration.maxWrongAnswers)
+    }
+
+    /// Hands one event to a replica's health machine and carries out its actions. True when the replica's
+    /// deployment needs its status and route looked at.
+    @discardableResult
+    func feed(_ id: String, _ event: ReplicaHealth.Event, alive: Bool = true) async -> Bool {
+        guard var runtime = runtimes[id] else { return false }
+        let actions = runtime.health.handle(event, limits: healthLimits(runtime))
+        runtimes[id] = runtime
+        var touched = false
+        for action in actions {
+            switch action {
+            case .probeAnswer:
+                jobsContinuation.yield(.answerProbe(replicaId: id, address: runtime.address, servedModelName: runtime.servedModelName))
+            case .record(let healthy, let at):
+                // A write that fails after its retries is logged; the judgement stands (routing follows the machine).
+                await persist("updateReplica", { try await store.updateReplica(id: id, { r in
+                    r.healthy = healthy
+                    r.lastHealthCheck = at
+                    if alive { r.lastSeenAlive = at }
+                    if healthy {
+                        r.status = .running
+                        r.consecutiveFailures = 0
+                        r.failReason = nil
+                    }
+                }) })
+            case .becameHealthy(let after):
+                touched = true
+                await persist("addEvent", { try await store.addEvent(
+                    deploymentId: runtime.deploymentId, kind: "replica_healthy", message: "replica \(id) is healthy after \(String(format: "%.1f", after)) s") })
+            case .notServing:
+                touched = true
+            case .checkAgain:
+                pokeHealth()
+            case .answeredWrongly(let reason):
+                await persist("updateReplica", { try await store.updateReplica(id: id) { $0.failReason = reason } })
+            case .trustedWithoutAnswer(let why):
+                logger.info("real-request probe inconclusive; trusting /health", metadata: ["replica.id": "\(id)", "reason": "\(why)"])
+            case .kill(let reason):
+                await kill(id, handle: runtime.handle, deploymentId: runtime.deploymentId, reason: reason)
+            }
+        }
+        return touched
+    }
+
     /// Sends one real tiny request to a replica, beside the health pass, and reports what it showed.
     func probeAnswer(replicaId: String, address: ReplicaAddress, servedModelName: String) async {
         let result = await probe.checkAnswer(at: address, servedModelName: servedModelName, timeout: configuration.answerTimeout)
-        await answerProbed(replicaId, result)
-    }
-
-    /// A real-request probe came back. A right answer makes the replica ready (or clears a suspicion); a slow
-    /// one proves nothing wrong, so a replica that answers `/health` is not held back by a slow engine; a wrong
-    /// one counts, and `maxWrongAnswers` in a row replace the replica.
-    func answerProbed(_ id: String, _ result: AnswerCheck) async {
-        answerProbes.remove(id)
-        guard var runtime = runtimes[id], !runtime.stopping else { return }
-        switch result {
-        case .ok:
-            runtime.answerVerified = true
-            runtime.wrongAnswers = 0
-            suspects.withLock { _ = $0.removeValue(forKey: id) }
-        case .inconclusive(let why):
-            if !runtime.answerVerified {
-                logger.info("real-request probe inconclusive; trusting /health", metadata: ["replica.id": "\(id)", "reason": "\(why)"])
-                runtime.answerVerified = true
-            }
-            suspects.withLock { _ = $0.removeValue(forKey: id) }
-        case .wrong(let why):
-            runtime.wrongAnswers += 1
-            runtimes[id] = runtime
-            let reason = "answers requests wrongly: \(why)"
-            await persist("updateReplica", { try await store.updateReplica(id: id) { $0.failReason = reason } })
-            if runtime.wrongAnswers >= configuration.maxWrongAnswers {
-                await kill(id, reason: "answered \(runtime.wrongAnswers) real requests in a row wrongly (\(why))")
-                return
-            }
-        }
-        runtimes[id] = runtime
-        pokeHealth()
+        guard runtimes[replicaId]?.stopping == false else { return }
+        await feed(replicaId, .answered(result))
     }
 
     /// The gateway saw a replica answer wrongly (or not at all): probe it with a real request at once.
@@ -235,24 +237,18 @@ extension Controller {
         pokeHealth()
     }
 
-    /// Kills a replica that never became ready in time, or that stopped answering; its exit counts as a crash.
-    func killIfStuck(_ id: String, record: ReplicaRecord, now: Date) async {
-        guard let runtime = runtimes[id], runtime.handle != nil, runtime.killReason == nil else { return }
-        let readyTimeout = Double(configuration.profile(named: (await persist("deployment", { try await store.deployment(id: runtime.deploymentId) }))?.hardwareProfile ?? "")?.readyTimeoutS ?? 600)
-        guard let reason = FleetDecisions.stuckReason(
-            status: record.status, startedAt: runtime.startedAt, unhealthySince: runtime.unhealthySince, now: now,
-            readyTimeout: readyTimeout, unhealthyRestartAfter: configuration.unhealthyRestartAfter.seconds)
-        else { return }
-        await kill(id, reason: reason)
-    }
-
-    /// Kills a replica for `reason`; its exit counts as a crash (restart with backoff, then `failed`).
-    func kill(_ id: String, reason: String) async {
-        guard let runtime = runtimes[id], let handle = runtime.handle, runtime.killReason == nil else { return }
-        guard await cluster.stillLeads() else { return }
-        runtimes[id]?.killReason = reason
-        suspects.withLock { _ = $0.removeValue(forKey: id) }
-        await persist("addEvent", { try await store.addEvent(deploymentId: runtime.deploymentId, kind: "replica_killed", message: "replica \(id) \(reason); killing it") })
+    /// Kills a replica its health machine gave up on; its exit counts as a crash (restart with backoff, then
+    /// `failed`). The stop runs beside the health pass: a cluster may take seconds to answer for a lost node.
+    func kill(_ id: String, handle: ReplicaHandle?, deploymentId: String, reason: String) async {
+        guard let handle else { return }
+        guard await cluster.stillLeads() else {
+            if var runtime = runtimes[id] {
+                _ = runtime.health.handle(.killNotCarriedOut, limits: healthLimits(runtime))
+                runtimes[id] = runtime
+            }
+            return
+        }
+        await persist("addEvent", { try await store.addEvent(deploymentId: deploymentId, kind: "replica_killed", message: "replica \(id) \(reason); killing it") })
         jobsContinuation.yield(.kill(replicaId: id, handle: handle))
     }
 

@@ -29,23 +29,22 @@ public actor Controller: Service {
         var adopted: Bool
         /// Set when we asked it to stop; its exit is then expected, not a crash.
         var stopping = false
-        /// Why the controller killed it (ready timeout, hung), reported as the failure reason.
-        var killReason: String?
-        var healthy = false
-        var unhealthySince: Date?
         /// Whose devices these are, for per-organisation device limits.
         var orgId = ""
         var profileName = ""
-        /// A real tiny request was answered correctly: only then does the replica take traffic.
-        var answerVerified = false
-        /// Probes with a real request answered wrongly in a row.
-        var wrongAnswers = 0
+        /// How the health pass judges this run (in routing or not, probes, why it is being killed).
+        var health: ReplicaHealth
         /// The engine's own load at the last health pass (nil: not ready, or its engine does not say).
         var load: EngineLoad?
         /// Why the provider has not started it yet (a cluster with no room), while it waits, and the handle
         /// that stops it meanwhile.
         var waitingReason: String?
         var queuedHandle: ReplicaHandle?
+
+        /// In routing: healthy, and a real request answered right.
+        var healthy: Bool { health.healthy }
+        /// Why the controller is killing it (ready timeout, hung, wrong answers), reported as the failure reason.
+        var killReason: String? { health.killReason }
     }
 
     /// Long-running work for one replica, run as a child task of `run()` so shutdown reaches it.
@@ -98,9 +97,7 @@ public actor Controller: Service {
     var adminOrgs: Set<String> = []
     /// Replicas leaving on scale-down, draining their requests before they stop.
     var draining: Set<String> = []
-    /// Replicas with a real-request probe in flight.
-    var answerProbes: Set<String> = []
-    /// Replicas the gateway saw answer wrongly, with why: probed with a real request at the next health pass.
+    /// Replicas the gateway saw answer wrongly, with why: handed to their health machines at the next health pass.
     nonisolated let suspects = Mutex<[String: String]>([:])
 
     /// What the next reconcile pass covers: every deployment, or the ones something happened to.

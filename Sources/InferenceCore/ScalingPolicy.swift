@@ -33,6 +33,9 @@ public struct ScalingInput: Sendable, Equatable {
     /// Requests the engines of the ready replicas hold queued (not yet running), from their `/metrics`; nil
     /// when the engines do not say.
     public var queued: Int?
+    /// Sequences the engines of the ready replicas run now, where they say: a queue shorter than this drains
+    /// within one service time, so only a longer one leads a scale-up.
+    public var running: Int?
     /// The engines' queue grew since the last decision: demand the arrival rate has not shown yet.
     public var queueGrowing = false
     /// The fullest KV cache among the ready replicas' engines, 0 to 1, where they report it.
@@ -102,21 +105,25 @@ public func recommendReplicas(_ input: ScalingInput) -> ScalingRecommendation {
         burst = true
         reason = String(format: "burst of %.1f req/s against %g req/s per replica", input.burstRequestsPerSecond, input.targetRps)
     }
-    // Pressure the rate does not show: latency over target, or engines whose queue grows while at least
-    // one request waits per ready replica (a leading signal: queued requests are arrivals not yet served).
+    // Pressure the rate does not show: latency over target, or engines whose queue grows while a full batch
+    // waits (at least one request per ready replica, and as many as the engines run: a shorter queue drains
+    // within one service time). A leading signal: queued requests are arrivals not yet served.
     let latency = input.recentP95Ms ?? input.p95Ms
     let queued = max(0, input.queued ?? 0)
     var pressure: String?
     var byQueue = false
     var ledByPressure = false
-    if input.queueGrowing, input.ready > 0, queued >= input.ready {
+    if input.queueGrowing, input.ready > 0, queued >= max(input.ready, input.running ?? 0) {
         pressure = "engines queue \(queued) request\(queued == 1 ? "" : "s") and growing"
         byQueue = true
     } else if input.requestsPerSecond > 0 || input.inFlight > 0, latency > input.targetLatencyP95Ms {
-        if let engineQueue = input.queued, engineQueue == 0, (input.kvCacheUsage ?? 0) < 0.9 {
-            // The engines say they hold nothing waiting and have room: the slow answers are old news (they
-            // waited before, during a cold start), and another replica would not make them faster.
-            reason += String(format: "; p95 %.0f ms is over the %g ms target, but the engines queue nothing", latency, input.targetLatencyP95Ms)
+        let batch = max(input.ready, input.running ?? 0)
+        if let engineQueue = input.queued, engineQueue < batch, (input.kvCacheUsage ?? 0) < 0.9 {
+            // The engines hold less than a batch waiting and have room: the slow answers are old news (they
+            // waited before, in a cold start or the backlog it left), and another replica would not make the
+            // next ones faster.
+            reason += String(format: "; p95 %.0f ms is over the %g ms target, but the engines queue ", latency, input.targetLatencyP95Ms)
+                + (engineQueue == 0 ? "nothing" : "only \(engineQueue) behind the \(batch) they run")
         } else {
             pressure = String(format: "p95 latency %.0f ms over the %g ms target", latency, input.targetLatencyP95Ms)
         }

@@ -119,10 +119,11 @@ struct StabiliserTests {
     /// latency still under target, but the engines' queue grows (2, 5, 9): the queue leads.
     @Test("a growing engine queue adds a replica before latency shows it, once; a queue never lets one go")
     func engineQueueLeads() {
-        func decision(queued: Int?, growing: Bool, starting: Int = 0, rps: Double = 40) -> ScalingRecommendation {
+        func decision(queued: Int?, growing: Bool, starting: Int = 0, rps: Double = 40, running: Int? = nil) -> ScalingRecommendation {
             var i = ScalingInput(requestsPerSecond: rps, p95Ms: 900, inFlight: 30, ready: 4, starting: starting, minReplicas: 1, maxReplicas: 8, targetRps: 12, targetLatencyP95Ms: 1500)
             i.recentP95Ms = 1100
             i.queued = queued
+            i.running = running
             i.queueGrowing = growing
             return recommendReplicas(i)
         }
@@ -133,6 +134,10 @@ struct StabiliserTests {
         #expect(up.reason == "engines queue 5 requests and growing")
         #expect(decision(queued: 9, growing: true, starting: 1).replicas == 5, "no wind-up: 4 ready and 1 starting ask for no sixth")
         #expect(decision(queued: 9, growing: false).replicas == 4, "a steady queue is not growth")
+        // The model of the conversation benchmark at 24 req/s per replica: 7 queued behind the 24 sequences
+        // that 3 replicas of 8 run drain within one service time, and a replica added for them was a flap.
+        #expect(decision(queued: 7, growing: true, running: 24).replicas == 4, "a queue shorter than a batch is noise")
+        #expect(decision(queued: 30, growing: true, running: 24).replicas == 5, "a longer one leads")
         let held = decision(queued: 3, growing: false, rps: 20)
         #expect(held.replicas == 4, "the rate asks for 2, but requests still queue")
         #expect(held.reason.contains("holding: engines still queue 3 requests"))
@@ -184,19 +189,27 @@ struct StabiliserTests {
 
     /// The benchmark's first decision at target 24: p95 1753 ms over the 1500 ms target from answers that
     /// waited during the lead-in's cold start, while the 4 ready replicas' engines queued nothing.
-    @Test("latency is old news while the engines queue nothing and have room")
+    @Test("latency is old news while the engines queue less than a batch and have room")
     func latencyNeedsEngineEvidence() {
-        func decision(queued: Int?, kv: Double? = nil) -> ScalingRecommendation {
+        func decision(queued: Int?, kv: Double? = nil, running: Int? = nil) -> ScalingRecommendation {
             var i = ScalingInput(requestsPerSecond: 45.5, p95Ms: 5505, inFlight: 27, ready: 4, starting: 0, minReplicas: 1, maxReplicas: 8, targetRps: 24, targetLatencyP95Ms: 1500)
             i.recentP95Ms = 1753
             i.queued = queued
             i.kvCacheUsage = kv
+            i.running = running
             return recommendReplicas(i)
         }
         let held = decision(queued: 0)
         #expect(held.replicas < 5)
-        #expect(held.reason.contains("p95 1753 ms is over the 1500 ms target, but the engines queue nothing"))
-        #expect(decision(queued: 2).replicas == 5, "a queue backs the latency up")
+        #expect(held.reason.contains("p95 1753 ms is over the 1500 ms target, but the engines queue nothing"), "\(held.reason)")
+        #expect(decision(queued: 5).replicas == 5, "a queue of a batch backs the latency up")
+        // This stop's measured run at 24 req/s per replica: the lead-in's backlog still showed as a p95 of
+        // 7143 ms, while the 3 engines queued 9 behind the 24 sequences they ran, and a fourth replica was
+        // added that the rate never needed.
+        let backlog = decision(queued: 9, running: 24)
+        #expect(backlog.replicas < 5)
+        #expect(backlog.reason.contains("but the engines queue only 9 behind the 24 they run"))
+        #expect(decision(queued: 30, running: 24).replicas == 5, "more than a batch waits: latency leads")
         #expect(decision(queued: 0, kv: 0.95).replicas == 5, "so does a nearly full KV cache")
         #expect(decision(queued: nil).replicas == 5, "engines that do not say leave latency in charge")
     }

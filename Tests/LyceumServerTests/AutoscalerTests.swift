@@ -21,7 +21,10 @@ final class ManualTime: Sendable {
 final class FleetStandIn: ReplicaFleet {
     let store: any DeploymentStore
     let paused = Mutex<[String]>([])
+    /// What the engines report, as the test sets it (nil: they do not say).
+    let load = Mutex<EngineLoad?>(nil)
     init(store: any DeploymentStore) { self.store = store }
+    func engineLoad(deploymentId: String) async -> EngineLoad? { load.withLock { $0 } }
     func replicaCounts(deploymentId: String) async -> (ready: Int, starting: Int) {
         ((try? await store.deployment(id: deploymentId))?.desiredReplicas ?? 0, 0)
     }
@@ -107,6 +110,36 @@ struct AutoscalerServiceTests {
         try await rig.run(rps: 50, seconds: 3)
         #expect(try await rig.desired == 5, "the 10 s average is still under 20 req/s; the last 2 s ask for 5")
         #expect(try await rig.scaledEvents().contains { $0.contains("burst of 50.0 req/s") })
+    }
+
+    /// The conversation benchmark's lead-in at 24 req/s per replica: a deployment starting below its traffic
+    /// climbs, and the queue its first replicas built is still there right after a scale-up. Learned as what a
+    /// replica holds, that pressure kept the count it climbed to for ten minutes (1.33x a fixed count's
+    /// replica-seconds); pressure once the last scale-up has settled still teaches it.
+    @Test("pressure from a backlog right after a scale-up teaches no floor; pressure once settled does")
+    func pressureLearnedOnceSettled() async throws {
+        let rig = try await Rig()
+        defer { try? FileManager.default.removeItem(atPath: rig.dir) }
+        try await rig.run(rps: 8, seconds: 15)
+        rig.fleet.load.withLock { $0 = EngineLoad(waiting: 0, running: 4) }
+        try await rig.run(rps: 25, seconds: 3)
+        #expect(try await rig.desired == 3, "the burst rule follows 25 req/s at 10 per replica")
+        rig.fleet.load.withLock { $0 = EngineLoad(waiting: 40, running: 24) }
+        try await rig.run(rps: 25, seconds: 1)
+        #expect(try await rig.desired == 4, "a growing queue of more than a batch leads")
+        #expect(try await rig.scaledEvents().last?.contains("engines queue 40 requests and growing") == true)
+        rig.fleet.load.withLock { $0 = EngineLoad(waiting: 0, running: 12) }
+        try await rig.run(rps: 25, seconds: 70)
+        #expect(try await rig.desired == 3, "25 req/s is 0.63 of 4 replicas' target: one goes after the window")
+
+        // The same pressure once the scale-up has settled (15 s) is learned, and holds the fourth.
+        rig.fleet.load.withLock { $0 = EngineLoad(waiting: 40, running: 24) }
+        try await rig.run(rps: 25, seconds: 1)
+        #expect(try await rig.desired == 4)
+        rig.fleet.load.withLock { $0 = EngineLoad(waiting: 0, running: 12) }
+        try await rig.run(rps: 25, seconds: 70)
+        #expect(try await rig.desired == 4, "held: pressure appeared at 25 req/s over 3 replicas")
+        #expect(try await rig.scaledEvents().allSatisfy { $0.contains("engines:") }, "every decision names the engines' signals")
     }
 
     @Test("no request for the idle period pauses the deployment")
