@@ -133,14 +133,17 @@ extension Controller {
     /// controller carries out what it says: real-request probes and kills run beside the pass (a slow engine
     /// or a slow cluster never holds it up) and report back as events.
     func checkHealth() async {
-        // The gateway's suspicions, handed to the machines of the replicas they name.
+        // The gateway's suspicions, handed to the machines of the replicas they name. Their only action asks for a
+        // check, which this pass is about to make: carried out, it would poke a second pass for nothing.
         let suspicions = suspects.withLock { pending -> [String: String] in
             let taken = pending
             pending = [:]
             return taken
         }
-        for (id, reason) in suspicions where runtimes[id] != nil {
-            await feed(id, .suspected(reason: reason))
+        for (id, reason) in suspicions {
+            guard var runtime = runtimes[id] else { continue }
+            _ = runtime.health.handle(.suspected(reason: reason), limits: healthLimits(runtime))
+            runtimes[id] = runtime
         }
         let snapshot = runtimes.filter { $0.value.handle != nil && !$0.value.stopping }
         // A ready replica's engine load is read beside its health, for the autoscaler.
